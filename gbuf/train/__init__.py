@@ -1,0 +1,1 @@
+"""Models, losses, metrics, the trainer and checkpoints. Imports torch lazily."""
