@@ -1,26 +1,100 @@
-"""``gbuf dataset ...``: inspect, verify, import, export and share stores."""
+"""``gbuf dataset ...``: inspect, verify, import, export, preview (and share: cli/share.py)."""
+
+from __future__ import annotations
+
+import json
 
 import click
 
-from gbuf.cli import not_available
+from gbuf.errors import GbufError
 
 
 @click.group()
 def dataset() -> None:
-    """Inspect, verify, convert and share gbuf datasets."""
+    """Inspect, verify, convert, preview and share gbuf datasets."""
 
 
-def _stub(name: str, issue: str):
-    @dataset.command(name, context_settings={"ignore_unknown_options": True})
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def command(args) -> None:
-        not_available(f"dataset {name}", issue)
+@dataset.command()
+@click.argument("ds")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def info(ds: str, as_json: bool) -> None:
+    """Print sequences, resolutions, buffers, shapes, dtypes and sizes of DS."""
+    from gbuf.datasets.info import format_info, info as dataset_info
 
-    command.__doc__ = f"{name} (not available yet)."
-    return command
+    summary = dataset_info(ds)
+    click.echo(json.dumps(summary, indent=2, default=str) if as_json else format_info(summary))
 
 
-for _name in ("info", "verify", "import-folder", "export", "preview"):
-    _stub(_name, "the foundation issue")
-for _name in ("push", "pull", "card"):
-    _stub(_name, "the sharing issue")
+@dataset.command()
+@click.argument("ds")
+@click.option("--no-checksums", is_flag=True, help="Check structure only, not every frame's checksum.")
+def verify(ds: str, no_checksums: bool) -> None:
+    """Check shapes, HR/LR alignment, completeness and checksums; name every bad frame."""
+    from gbuf.datasets.verify import verify as verify_store
+
+    report = verify_store(ds, checksums=not no_checksums)
+    for problem in report.problems:
+        click.echo(f"gbuf: error: {problem}", err=True)
+    if not report.ok:
+        click.echo(f"{ds}: {len(report.problems)} problem(s)", err=True)
+        raise SystemExit(2)
+    click.echo(f"{ds}: OK ({report.groups_checked} groups, {report.frames_checked} frames checked)")
+
+
+@dataset.command("import-folder")
+@click.argument("root", type=click.Path(file_okay=False))
+@click.option("-o", "--output", required=True, help="The gbuf store to create.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+def import_folder(root: str, output: str, overwrite: bool) -> None:
+    """Import the official RDG folder layout (GT/<clip>/Image/000.png, X4LR/...) into a store."""
+    from gbuf.datasets.folder import import_folder as run
+
+    out = run(root, output, overwrite=overwrite)
+    click.echo(f"wrote {out}")
+
+
+@dataset.command()
+@click.argument("ds")
+@click.option("--h5", "h5_path", help="Write one HDF5 file.")
+@click.option("--folder", "folder_path", help="Write the RDG folder layout.")
+@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+def export(ds: str, h5_path: str | None, folder_path: str | None, overwrite: bool) -> None:
+    """Export DS to HDF5 (--h5 OUT.h5) or to the RDG folder layout (--folder OUT)."""
+    if bool(h5_path) == bool(folder_path):
+        raise GbufError(f"{ds}: give exactly one of --h5 OUT.h5 or --folder OUT")
+    if h5_path:
+        from gbuf.datasets.hdf5 import export_hdf5
+
+        click.echo(f"wrote {export_hdf5(ds, h5_path, overwrite=overwrite)}")
+    else:
+        from gbuf.datasets.folder import export_folder
+
+        click.echo(f"wrote {export_folder(ds, folder_path, overwrite=overwrite)}")
+
+
+@dataset.command()
+@click.argument("ds")
+@click.option("--sequence", help="Sequence name (default: the first).")
+@click.option("--frame", type=int, default=0, show_default=True, help="Frame of the sheet.")
+@click.option("--resolution", default="hr", show_default=True, help="hr, lr or a degraded group.")
+@click.option("-o", "--output", help="Contact sheet PNG.")
+@click.option("--video", help="MP4 of the sheet over the whole sequence.")
+def preview(ds, sequence, frame, resolution, output, video) -> None:
+    """A contact sheet of every buffer of one frame (PNG), or of every frame (--video MP4)."""
+    if not output and not video:
+        raise GbufError(f"{ds}: give -o SHEET.png and/or --video OUT.mp4")
+    from gbuf.datasets import preview as pv
+
+    if output:
+        click.echo(f"wrote {pv.write_sheet(ds, output, sequence=sequence, frame=frame, resolution=resolution)}")
+    if video:
+        click.echo(f"wrote {pv.write_video(ds, video, sequence=sequence, resolution=resolution)}")
+
+
+def _register_sharing() -> None:
+    from gbuf.cli import share
+
+    share.register(dataset)
+
+
+_register_sharing()

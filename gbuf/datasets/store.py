@@ -272,14 +272,28 @@ class Resolution:
         if stored:
             for pack, values in stored.items():
                 sums[pack] = list(values)
-        state = self._state_dir()
-        if state is not None and (state / "shards").is_dir():
-            for marker in sorted((state / "shards").glob("*.json")):
-                record = json.loads(marker.read_text())
-                first = record["first_frame"]
-                for pack, values in record["checksums"].items():
-                    sums[pack][first:first + len(values)] = values
+        for record in self._shard_records():
+            first = record["first_frame"]
+            for pack, values in record["checksums"].items():
+                sums[pack][first:first + len(values)] = values
         return sums
+
+    def frame_stats(self) -> dict[str, list]:
+        """Per-buffer, per-frame ``[min, max]`` of finite values (None where not yet written)."""
+        stats = {b: [None] * self.planned_frames for b in self.buffers}
+        for buf, values in (self._meta.get("stats") or {}).items():
+            stats[buf] = list(values)
+        for record in self._shard_records():
+            first = record["first_frame"]
+            for buf, values in record.get("stats", {}).items():
+                stats[buf][first:first + len(values)] = values
+        return stats
+
+    def _shard_records(self) -> list[dict]:
+        state = self._state_dir()
+        if state is None or not (state / "shards").is_dir():
+            return []
+        return [json.loads(m.read_text()) for m in sorted((state / "shards").glob("*.json"))]
 
     # -- reading -----------------------------------------------------------------------
     def _check_buffer(self, buffer: str) -> None:

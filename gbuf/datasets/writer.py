@@ -47,6 +47,18 @@ def frame_checksum(frame: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(frame).astype(frame.dtype.newbyteorder("<"), copy=False).tobytes())
 
 
+def frame_range(frame: np.ndarray) -> list:
+    """[min, max] over the finite values of one frame of one buffer ([None, None] if none).
+
+    Kept per frame in the attrs so loaders can apply whole-frame min-max
+    normalisation (the official RDG loader's) to a crop without reading the frame.
+    """
+    values = frame[np.isfinite(frame)]
+    if values.size == 0:
+        return [None, None]
+    return [float(values.min()), float(values.max())]
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with tmp.open("wb") as f:
@@ -330,13 +342,16 @@ class SequenceWriter:
                 frames.append({k: z[k] for k in z.files})
         group = self._groups[name]
         checksums = {}
-        for pack in self._layouts[name]:
+        stats = {}
+        for pack, members in self._layouts[name].items():
             block = np.stack([f[pack] for f in frames])
             group[pack][first:last] = block  # whole shard: one write, no read-modify-write
             checksums[pack] = [frame_checksum(f) for f in block]
+            for buf, start, count in members:
+                stats[buf] = [frame_range(f[..., start:start + count]) for f in block]
         shards_dir = state / "shards"
         shards_dir.mkdir(parents=True, exist_ok=True)
-        record = {"first_frame": first, "num_frames": last - first, "checksums": checksums}
+        record = {"first_frame": first, "num_frames": last - first, "checksums": checksums, "stats": stats}
         _atomic_write_bytes(shards_dir / f"{shard}.json", json.dumps(record).encode())
         for path in staged:
             path.unlink(missing_ok=True)
@@ -372,9 +387,10 @@ def consolidate(store: str | os.PathLike, sequence: str, resolution: str) -> boo
     if len(res.committed_shards()) < res._num_shards():
         return False
     sums = res.checksums()
+    stats = res.frame_stats()
     group = zarr.open_group(str(path), mode="r+")[sequence][resolution]
     meta = dict(group.attrs.get(fmt.ATTRS_KEY, {}))
-    meta.update({"complete": True, "checksums": sums})
+    meta.update({"complete": True, "checksums": sums, "stats": stats})
     meta.pop("committed_shards", None)
     group.attrs[fmt.ATTRS_KEY] = meta
     shutil.rmtree(path / _store.STATE_DIR / sequence / resolution, ignore_errors=True)

@@ -1,0 +1,62 @@
+"""``info(path)``: what a store holds, as a dict and as text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gbuf.datasets import store as _store
+
+
+def _disk_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def info(path, *, storage_options: dict | None = None) -> dict:
+    """A summary: dataset attrs, and per sequence and resolution: size, frames, buffers, bytes."""
+    ds = _store.open(path, mode="r", storage_options=storage_options)
+    local = ds.local_path
+    out = {"path": str(path), "attrs": ds.attrs, "sequences": {}}
+    total = 0
+    for seq in ds:
+        entry = {"attrs": seq.attrs, "resolutions": {}}
+        for res in (seq[r] for r in seq.resolutions):
+            size = _disk_bytes(local / seq.name / res.name) if local else None
+            total += size or 0
+            entry["resolutions"][res.name] = {
+                "width": res.width, "height": res.height, "scale": res.scale,
+                "frames": res.num_frames, "planned_frames": res.planned_frames,
+                "complete": bool(res.attrs.get("complete")),
+                "kind": res.attrs.get("kind", "render"),
+                "buffers": {b: {"channels": res.channels(b), "dtype": str(res.dtype(b))} for b in res.buffers},
+                "bytes": size,
+            }
+        out["sequences"][seq.name] = entry
+    out["bytes"] = total if local else None
+    return out
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def format_info(summary: dict) -> str:
+    attrs = summary["attrs"]
+    lines = [f"{summary['path']}: gbuf format {attrs.get('version')}, "
+             f"{len(summary['sequences'])} sequence(s), {human_bytes(summary['bytes'])}"]
+    for name, seq in summary["sequences"].items():
+        sa = seq["attrs"]
+        extra = ", ".join(f"{k} {sa[k]}" for k in ("fps", "renderer", "scene") if k in sa)
+        lines.append(f"  {name}: {sa.get('num_frames')} frames" + (f" ({extra})" if extra else ""))
+        for rname, r in seq["resolutions"].items():
+            state = "" if r["complete"] else f" [{r['frames']}/{r['planned_frames']} frames complete]"
+            lines.append(f"    {rname}: {r['width']}x{r['height']} (x{r['scale']}), {r['kind']}, "
+                         f"{human_bytes(r['bytes'])}{state}")
+            for b, spec in r["buffers"].items():
+                lines.append(f"      {b:<14} {spec['channels']} ch  {spec['dtype']}")
+    return "\n".join(lines)

@@ -1,0 +1,228 @@
+"""PyTorch datasets over gbuf stores: random spatio-temporal crops, and whole sequences.
+
+Both yield flat dicts of float32 tensors shaped ``(T, C, H, W)``: LR buffers under
+their names (``image``, ``depth``, ...) and HR buffers under ``hr_<name>``
+(``hr_image`` is the target), so a DataLoader batch is ``(B, T, C, H, W)`` per key,
+the layout every gbuf model takes.
+
+The store is opened lazily in each process (nothing zarr-related is pickled), so
+the datasets work in DataLoader workers under any start method.
+
+Normalisation ``"rdg"`` reproduces the official RDG loader: image display-referred
+in [0, 1] (a linear store is clipped and sRGB-encoded), normal ``(n + 1) / 2``, BRDF
+and depth min-max normalised per whole frame (using the per-frame ranges kept in
+the store's attrs, so a crop is normalised exactly as the whole frame would be),
+motion in pixels with y down (the store's convention already). Depth background
+(+inf) maps to 1, the far end.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from gbuf.datasets import format as fmt
+from gbuf.datasets import store as _store
+from gbuf.errors import GbufError
+
+NORMALISATIONS = (None, "rdg")
+
+
+def linear_to_srgb(x: np.ndarray) -> np.ndarray:
+    """The sRGB transfer function (Blender's 'Standard' view) on values clipped to [0, 1]."""
+    x = np.clip(x, 0.0, 1.0)
+    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1.0 / 2.4) - 0.055).astype(np.float32)
+
+
+def normalise_rdg(buffer: str, data: np.ndarray, ranges, image_encoding: str) -> np.ndarray:
+    """Apply the official RDG normalisation to ``data`` (T, H, W, C) of one buffer."""
+    data = data.astype(np.float32, copy=False)
+    if buffer == "image":
+        return data if image_encoding == "srgb" else linear_to_srgb(data)
+    if buffer == "normal":
+        return (data + 1.0) * 0.5
+    if buffer in ("depth", "brdf", "emission", "diffuse_color", "glossy_color"):
+        out = np.empty_like(data)
+        for i, frame in enumerate(data):
+            lo, hi = ranges[i] if ranges is not None and ranges[i] is not None and ranges[i][0] is not None \
+                else _finite_range(frame)
+            span = hi - lo if hi > lo else 1.0
+            norm = (frame - lo) / span
+            out[i] = np.where(np.isfinite(frame), norm, 1.0)
+        return out
+    return data
+
+
+def _finite_range(frame: np.ndarray) -> tuple[float, float]:
+    values = frame[np.isfinite(frame)]
+    if values.size == 0:
+        return 0.0, 1.0
+    return float(values.min()), float(values.max())
+
+
+class _StoreBacked:
+    """Opens the store on first use in each process; drops the handle when pickled."""
+
+    def __init__(self, path, storage_options=None):
+        self.path = str(path)
+        self.storage_options = storage_options
+        self._ds = None
+        self._pid = None
+
+    @property
+    def ds(self):
+        if self._ds is None or self._pid != os.getpid():
+            self._ds = _store.open(self.path, mode="r", storage_options=self.storage_options)
+            self._pid = os.getpid()
+        return self._ds
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_ds"] = None
+        state["_pid"] = None
+        return state
+
+
+def _check_buffers(res, buffers, role):
+    missing = [b for b in buffers if b not in res.buffers]
+    if missing:
+        raise GbufError(f"{res.where}: {role} group lacks buffer(s) {', '.join(missing)} "
+                        f"(has: {', '.join(res.buffers)})")
+
+
+def _to_tensors(arrays: dict[str, np.ndarray], prefix: str = "") -> dict:
+    import torch
+
+    # (T, H, W, C) -> (T, C, H, W), float32, contiguous
+    return {prefix + k: torch.from_numpy(np.ascontiguousarray(v.transpose(0, 3, 1, 2), dtype=np.float32))
+            for k, v in arrays.items()}
+
+
+def _read(res, buffers, t, y, x, normalize):
+    data = res.read_many(buffers, t=t, y=y, x=x)
+    if normalize == "rdg":
+        stats = res.frame_stats() if any(b in ("depth", "brdf", "emission", "diffuse_color", "glossy_color")
+                                         for b in buffers) else {}
+        enc = res.attrs.get("image_encoding", "linear")
+        for b in buffers:
+            ranges = stats.get(b, [None] * res.planned_frames)[t] if b in stats else None
+            data[b] = normalise_rdg(b, data[b], ranges, enc)
+    return data
+
+
+class CropDataset(_StoreBacked):
+    """Random crops of ``frames`` consecutive frames: an LR patch and its pixel-aligned HR patch.
+
+    Item ``i`` is a pure function of ``(seed, i)``, so the data order is reproducible
+    and a resumed training run sees exactly the crops it would have seen.
+    """
+
+    def __init__(self, path, *, frames: int = 15, patch: int = 64, lr_group: str = fmt.LR,
+                 lr_buffers=fmt.RDG_BUFFERS, hr_buffers=("image",), normalize: str | None = None,
+                 length: int = 1000, seed: int = 0, sequences=None, storage_options=None):
+        super().__init__(path, storage_options)
+        if normalize not in NORMALISATIONS:
+            raise GbufError(f"unknown normalisation {normalize!r}; known: {NORMALISATIONS}")
+        if frames < 1 or patch < 1:
+            raise GbufError(f"{path}: frames and patch must be >= 1")
+        self.frames, self.patch, self.lr_group = int(frames), int(patch), lr_group
+        self.lr_buffers, self.hr_buffers = list(lr_buffers), list(hr_buffers)
+        self.normalize, self.length, self.seed = normalize, int(length), int(seed)
+        self.sequences = self._usable(sequences)
+
+    def _usable(self, wanted) -> list[str]:
+        names = list(wanted) if wanted else self.ds.sequences
+        usable = []
+        for name in names:
+            seq = self.ds[name]
+            lr = seq[self.lr_group]
+            _check_buffers(lr, self.lr_buffers, self.lr_group)
+            if self.hr_buffers:
+                _check_buffers(seq[fmt.HR], self.hr_buffers, fmt.HR)
+            if lr.num_frames >= self.frames and lr.height >= self.patch and lr.width >= self.patch:
+                usable.append(name)
+        if not usable:
+            raise GbufError(f"{self.path}: no sequence has {self.frames} frames of at least "
+                            f"{self.patch}x{self.patch} in group {self.lr_group!r}")
+        return usable
+
+    def __len__(self) -> int:
+        return self.length
+
+    def crop_at(self, index: int) -> tuple[str, int, int, int]:
+        """(sequence, first frame, LR top, LR left) of item ``index``."""
+        rng = np.random.default_rng([self.seed, int(index)])
+        name = self.sequences[int(rng.integers(len(self.sequences)))]
+        lr = self.ds[name][self.lr_group]
+        frames = min(lr.num_frames, self.ds[name][fmt.HR].num_frames) if self.hr_buffers else lr.num_frames
+        t0 = int(rng.integers(frames - self.frames + 1))
+        y0 = int(rng.integers(lr.height - self.patch + 1))
+        x0 = int(rng.integers(lr.width - self.patch + 1))
+        return name, t0, y0, x0
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        name, t0, y0, x0 = self.crop_at(index)
+        seq = self.ds[name]
+        lr = seq[self.lr_group]
+        t = slice(t0, t0 + self.frames)
+        p = self.patch
+        out = _to_tensors(_read(lr, self.lr_buffers, t, slice(y0, y0 + p), slice(x0, x0 + p), self.normalize))
+        if self.hr_buffers:
+            s = lr.scale
+            hr = seq[fmt.HR]
+            hr_data = _read(hr, self.hr_buffers, t, slice(y0 * s, (y0 + p) * s), slice(x0 * s, (x0 + p) * s),
+                            self.normalize)
+            out.update(_to_tensors(hr_data, fmt.HR_PREFIX))
+        return out
+
+
+class SequenceDataset(_StoreBacked):
+    """Whole frames of each sequence, in segments of ``segment_frames`` (for evaluation).
+
+    Item: the tensors plus ``sequence`` (name) and ``first_frame``. Recurrent models
+    reset their state at each segment, as the official test does.
+    """
+
+    def __init__(self, path, *, lr_group: str = fmt.LR, lr_buffers=fmt.RDG_BUFFERS, hr_buffers=("image",),
+                 normalize: str | None = None, segment_frames: int = 100, sequences=None,
+                 storage_options=None):
+        super().__init__(path, storage_options)
+        if normalize not in NORMALISATIONS:
+            raise GbufError(f"unknown normalisation {normalize!r}; known: {NORMALISATIONS}")
+        if segment_frames < 1:
+            raise GbufError("segment_frames must be >= 1")
+        self.lr_group, self.normalize = lr_group, normalize
+        self.lr_buffers, self.hr_buffers = list(lr_buffers), list(hr_buffers)
+        self.segment_frames = int(segment_frames)
+        names = list(sequences) if sequences else self.ds.sequences
+        self.items: list[tuple[str, int, int]] = []
+        for name in names:
+            seq = self.ds[name]
+            lr = seq[lr_group]
+            _check_buffers(lr, self.lr_buffers, lr_group)
+            n = lr.num_frames
+            if self.hr_buffers:
+                _check_buffers(seq[fmt.HR], self.hr_buffers, fmt.HR)
+                n = min(n, seq[fmt.HR].num_frames)
+            if n == 0:
+                raise GbufError(f"{path}: sequence {name!r} has no complete frame")
+            for first in range(0, n, self.segment_frames):
+                self.items.append((name, first, min(first + self.segment_frames, n)))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        name, first, last = self.items[index]
+        seq = self.ds[name]
+        t = slice(first, last)
+        out = _to_tensors(_read(seq[self.lr_group], self.lr_buffers, t, slice(None), slice(None), self.normalize))
+        if self.hr_buffers:
+            out.update(_to_tensors(_read(seq[fmt.HR], self.hr_buffers, t, slice(None), slice(None),
+                                         self.normalize), fmt.HR_PREFIX))
+        out["sequence"] = name
+        out["first_frame"] = first
+        return out
