@@ -15,8 +15,8 @@ _EXPORTS = {
     "Resolution": "gbuf.datasets.store",
     "SequenceWriter": "gbuf.datasets.writer",
     "consolidate": "gbuf.datasets.writer",
-    "verify": "gbuf.datasets.verify",
-    "info": "gbuf.datasets.info",
+    "verify": "gbuf.datasets.integrity",
+    "info": "gbuf.datasets.summary",
     "CropDataset": "gbuf.datasets.loader",
     "SequenceDataset": "gbuf.datasets.loader",
 }

@@ -101,6 +101,11 @@ def _check_checksums(res, where: str) -> tuple[list[Problem], int]:
     committed = res.committed_shards()
     for pack in res.packs:
         expected = sums.get(pack, [])
+        try:
+            if res.array(pack).shape[0] != res.planned_frames:
+                continue  # reported by _check_arrays; frame indices would not line up
+        except GbufError:
+            continue
         for first in range(0, total, n):
             last = min(first + n, total)
             if first // n not in committed:
