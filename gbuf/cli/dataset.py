@@ -19,7 +19,7 @@ def dataset() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def info(ds: str, as_json: bool) -> None:
     """Print sequences, resolutions, buffers, shapes, dtypes and sizes of DS."""
-    from gbuf.datasets.info import format_info, info as dataset_info
+    from gbuf.datasets.summary import format_info, info as dataset_info
 
     summary = dataset_info(ds)
     click.echo(json.dumps(summary, indent=2, default=str) if as_json else format_info(summary))
@@ -30,7 +30,7 @@ def info(ds: str, as_json: bool) -> None:
 @click.option("--no-checksums", is_flag=True, help="Check structure only, not every frame's checksum.")
 def verify(ds: str, no_checksums: bool) -> None:
     """Check shapes, HR/LR alignment, completeness and checksums; name every bad frame."""
-    from gbuf.datasets.verify import verify as verify_store
+    from gbuf.datasets.integrity import verify as verify_store
 
     report = verify_store(ds, checksums=not no_checksums)
     for problem in report.problems:
