@@ -1,0 +1,88 @@
+"""Find, describe and build the procedural scene recipes (``scenes/``, installed as ``gbuf.scenes``).
+
+Listing and describing read the recipe files' source (their ``DESCRIPTION``
+constant) without importing them, so ``gbuf scene list`` never loads ``bpy``.
+Building imports ``bpy``, empties the session, runs the recipe and saves a .blend.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+from pathlib import Path
+
+from gbuf.errors import GbufError
+
+PACKAGE = "gbuf.scenes"
+DEFAULT = "default"
+
+
+def _folder() -> Path:
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise GbufError(f"{PACKAGE}: the scene recipes are not installed with gbuf")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def names() -> list[str]:
+    """Recipe names, sorted (``default`` first); helper modules (``_name.py``) are not recipes."""
+    found = sorted(p.stem for p in _folder().glob("*.py") if not p.stem.startswith("_"))
+    return sorted(found, key=lambda n: (n != DEFAULT, n))
+
+
+def _path(name: str) -> Path:
+    known = names()
+    if name not in known:
+        raise GbufError(f"{name}: unknown scene recipe; known: {', '.join(known)}")
+    return _folder() / f"{name}.py"
+
+
+def describe(name: str) -> str:
+    """The recipe's one-line ``DESCRIPTION``, read from its source without importing it."""
+    path = _path(name)
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for statement in tree.body:
+        if (isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Constant)
+                and any(isinstance(t, ast.Name) and t.id == "DESCRIPTION" for t in statement.targets)):
+            return str(statement.value.value)
+    raise GbufError(f"{path}: recipe has no DESCRIPTION string")
+
+
+def build(name: str, *, seed: int = 0, frames: int | None = None) -> None:
+    """Build recipe ``name`` into the current bpy session, replacing whatever was loaded."""
+    path = _path(name)
+    if frames is not None and frames < 1:
+        raise GbufError(f"{name}: frames must be at least 1, got {frames}")
+    import bpy
+
+    module = importlib.import_module(f"{PACKAGE}.{name}")
+    if not callable(getattr(module, "build", None)):
+        raise GbufError(f"{path}: recipe has no build(seed, frames) function")
+    # A factory-fresh, empty file: nothing from an earlier build or the user's startup file leaks in.
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    if frames is None:
+        module.build(seed=seed)
+    else:
+        module.build(seed=seed, frames=frames)
+    scene = bpy.context.scene
+    scene["gbuf_recipe"] = name
+    scene["gbuf_seed"] = int(seed)
+
+
+def build_blend(name: str, out_path, *, seed: int = 0, frames: int | None = None) -> Path:
+    """Build recipe ``name`` and save it as a .blend at ``out_path``; returns the path."""
+    out = Path(out_path)
+    if out.suffix.lower() != ".blend":
+        raise GbufError(f"{out}: output must be a .blend file")
+    if not out.parent.is_dir():
+        raise GbufError(f"{out}: folder {out.parent} does not exist")
+    build(name, seed=seed, frames=frames)
+    import bpy
+
+    # Write beside the target, then rename: an interrupted save never leaves half a .blend.
+    partial = out.with_name(out.name + ".partial.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=str(partial.resolve()), compress=True, check_existing=False,
+                                copy=True)
+    partial.replace(out)
+    return out
