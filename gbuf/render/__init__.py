@@ -1,0 +1,20 @@
+"""Blender scenes -> HR/LR G-buffer sequences (the only package, with ``scenes/``, that uses bpy).
+
+``render(scene, output, ...)`` is the library form of ``gbuf render``. Importing
+this package loads no bpy; the modules that need it import it when called:
+
+* ``blend``: checking and safely opening a .blend (embedded scripts off by default)
+* ``settings``: the options, checked before Blender starts; RDG light-path defaults
+* ``passes``: passes, Cycles settings, device and EXR output of a loaded scene
+* ``animation``: making frame ``start - 1`` exist so frame 0 has backward motion
+* ``exr``: reading Blender's multilayer EXR with the OpenEXR package
+* ``convert``: Blender's passes -> gbuf buffers (the conventions, measured)
+* ``pipeline``: the render loop, resumable through ``gbuf.datasets.SequenceWriter``
+* ``recipes``: the procedural scene recipes (``scenes/``)
+"""
+
+from __future__ import annotations
+
+from gbuf.render.pipeline import RenderResult, render
+
+__all__ = ["RenderResult", "render"]

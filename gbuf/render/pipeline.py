@@ -1,0 +1,379 @@
+"""The render loop: a .blend in, HR and LR G-buffer sequences in a gbuf store out.
+
+Per frame: set the frame, render HR, render LR (= HR / scale) into multilayer EXR
+in a temporary folder, read them back (``exr``), convert them to the format's
+conventions (``convert``), append the whole frame through
+``gbuf.datasets.SequenceWriter`` and delete the EXR. The writer makes the loop
+resumable: the same call after an interruption starts at ``next_frame``, and a
+fixed seed makes the resumed frames identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from gbuf.datasets import format as fmt
+from gbuf.errors import GbufError
+from gbuf.render import blend as _blend
+from gbuf.render import convert, exr
+from gbuf.render.settings import RenderSettings, jitter_sequence, make_settings
+
+#: What the first frame's motion means, recorded with every sequence (see animation.py).
+FIRST_FRAME_MOTION = (
+    "motion of frame 0 is the displacement to the scene at frame_range[0]-1 as Blender evaluates it; "
+    "F-curves keyed from the first frame are continued backwards along their initial tangent "
+    "(zero motion for an animation that starts at rest)")
+BACKGROUND_MOTION = (
+    "pixels that see no surface get the camera's motion of points at infinity "
+    "(perspective cameras; 0 for other camera types)")
+JITTER_NOTE = (
+    "LR pixels, x right, y down: frame t samples each LR pixel at its centre moved by jitter[t]; "
+    "motion excludes the jitter (it is the motion of the unjittered camera)")
+
+
+@dataclasses.dataclass
+class RenderResult:
+    output: str
+    sequence: str
+    num_frames: int          # frames in the sequence
+    rendered: int            # frames rendered by this call
+    resumed_from: int        # the first frame this call rendered (0 for a fresh sequence)
+    seconds: float
+
+
+def render(scene=None, output=None, *, resolution=(1920, 1080), scale=4, frames=None, samples=None,
+           denoise=True, lr_mode="render", device="cpu", passes=None, seed=0, sequence=None,
+           overwrite=False, allow_scripts=False, quiet=False) -> RenderResult:
+    """Render ``scene`` (a .blend path; ``None``: the default recipe) into the gbuf store ``output``.
+
+    ``frames``: ``(start, end)`` Blender frame numbers, inclusive (default: the
+    scene's range). ``samples``: a fixed count, or ``None`` for adaptive sampling
+    (max 1000, noise threshold 0.01). ``lr_mode``: ``"render"`` (LR rendered like
+    HR) or ``"aliased"`` (one jittered sample per pixel, as a real-time renderer).
+    ``passes``: gbuf buffer names (default: image, depth, normal, motion, brdf).
+    An existing sequence is resumed after its last complete frame, if it was made
+    with the same scene and settings; ``overwrite`` starts it again.
+    """
+    settings = make_settings(resolution=resolution, scale=scale, samples=samples, denoise=denoise,
+                             lr_mode=lr_mode, device=device, passes=passes, seed=seed)
+    if output is None or not str(output).strip():
+        raise GbufError("render: no output dataset given (-o DATA.zarr)")
+    if frames is not None:
+        frames = _check_frames(frames)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gbuf-render-") as tmp:
+        tmp = Path(tmp)
+        if scene is None:
+            source = _default_scene(tmp, seed, frames)
+        else:
+            path = _blend.check_blend_file(scene)
+            source = {"path": path, "file": str(path.resolve()), "sha256": _blend.file_sha256(path),
+                      "recipe": None}
+        console = None if quiet else _real_stderr()
+        try:
+            with _native_output_to(tmp / "blender.log"):
+                result = _render_blend(source, str(output), settings, frames, sequence, overwrite,
+                                       allow_scripts, console, tmp)
+        finally:
+            if console is not None:
+                console.close()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _check_frames(frames) -> tuple[int, int]:
+    try:
+        start, end = (int(v) for v in frames)
+    except (TypeError, ValueError):
+        raise GbufError(f"frames {frames!r}: expected (start, end)") from None
+    if end < start:
+        raise GbufError(f"frames {start}:{end}: empty frame range")
+    return start, end
+
+
+def _default_scene(tmp: Path, seed: int, frames) -> dict:
+    from gbuf.render import recipes
+
+    # The recipe's frames run 1..N; build enough of them for the range asked.
+    count = None if frames is None else max(1, frames[1])
+    path = recipes.build_blend(recipes.DEFAULT, tmp / f"{recipes.DEFAULT}.blend", seed=seed, frames=count)
+    return {"path": path, "file": None, "sha256": None, "recipe": recipes.DEFAULT,
+            "recipe_seed": seed, "recipe_frames": count}
+
+
+def _render_blend(source: dict, output: str, settings: RenderSettings, frames, sequence, overwrite,
+                  allow_scripts, console, tmp: Path) -> RenderResult:
+    import bpy
+
+    from gbuf.datasets import SequenceWriter
+    from gbuf.render import animation, passes
+
+    where = source["file"] or f"recipe {source['recipe']}"
+    scene = _blend.open_blend(source["path"], allow_scripts=allow_scripts or source["recipe"] is not None)
+    camera = _blend.scene_camera(scene, where)
+    start, end = frames if frames is not None else (int(scene.frame_start), int(scene.frame_end))
+    if end < start:
+        raise GbufError(f"{where}: empty frame range {start}:{end}")
+    num_frames = end - start + 1
+    # Devices first: a missing GPU is an error before anything is written.
+    passes.configure_scene(scene, settings)
+    if settings.lr_mode == "aliased":
+        _check_shift_not_animated(camera, where)
+    view_layer = bpy.context.view_layer
+    passes.enable_passes(view_layer, passes.needed_layers(settings.buffers))
+    extended = animation.extend_before(start)
+
+    name = sequence or _sequence_name(source)
+    jitter = jitter_sequence(num_frames) if settings.lr_mode == "aliased" else None
+    sequence_attrs = {
+        "source": "gbuf render",
+        "renderer": f"Blender {bpy.app.version_string} Cycles",
+        "fps": float(scene.render.fps) / float(scene.render.fps_base),
+        "frame_range": [start, end],
+        "scene": {"file": source["file"], "sha256": source["sha256"], "recipe": source["recipe"],
+                  "recipe_seed": source.get("recipe_seed"), "recipe_frames": source.get("recipe_frames"),
+                  "name": scene.name, "camera": camera.name, "view_layer": view_layer.name},
+        "seed": settings.seed,
+        "render_settings": settings.to_attrs(),
+        "conventions": {"first_frame_motion": FIRST_FRAME_MOTION, "background_motion": BACKGROUND_MOTION,
+                        "extended_fcurves": extended},
+    }
+    lr_attrs = {"kind": "render", "lr_mode": settings.lr_mode}
+    if jitter is not None:
+        lr_attrs.update({"jitter": jitter, "jitter_convention": JITTER_NOTE})
+    _check_resumable(output, name, sequence_attrs, overwrite)
+
+    (hw, hh), (lw, lh) = settings.hr_size, settings.lr_size
+    buffers = list(settings.buffers)
+    writer = SequenceWriter(output, name, num_frames=num_frames,
+                            resolutions={fmt.HR: (hh, hw, buffers), fmt.LR: (lh, lw, buffers)},
+                            sequence_attrs=sequence_attrs,
+                            resolution_attrs={fmt.HR: {"kind": "render"}, fmt.LR: lr_attrs},
+                            overwrite=overwrite)
+    first = writer.next_frame
+    frame_renderer = _FrameRenderer(scene, camera, view_layer.name, settings, tmp, where)
+    with writer, _progress(console, num_frames, first, name) as advance:
+        if first < num_frames:
+            frame_renderer.set_previous(start + first - 1)
+        for t in range(first, num_frames):
+            frame = start + t
+            hr, lr = frame_renderer.render(frame, None if jitter is None else jitter[t])
+            writer.append({fmt.HR: hr, fmt.LR: lr})
+            advance()
+    return RenderResult(output=output, sequence=name, num_frames=num_frames, rendered=num_frames - first,
+                        resumed_from=first, seconds=0.0)
+
+
+class _FrameRenderer:
+    """Renders one frame at HR and LR and converts both; keeps the previous camera for motion."""
+
+    def __init__(self, scene, camera, view_layer: str, settings: RenderSettings, tmp: Path, where: str):
+        self.scene = scene
+        self.camera = camera
+        self.view_layer = view_layer
+        self.settings = settings
+        self.tmp = tmp
+        self.where = where
+        self.fill_background = "motion" in settings.buffers and camera.data.type == "PERSP"
+        self.previous = None
+
+    def _view_projection(self):
+        """Projection @ world-to-camera of the active camera at the current frame (unjittered)."""
+        import bpy
+        import numpy as np
+
+        depsgraph = bpy.context.evaluated_depsgraph_get()
+        cam = self.camera.evaluated_get(depsgraph)
+        w, h = self.settings.hr_size
+        render = self.scene.render
+        projection = np.array(cam.calc_matrix_camera(depsgraph, x=w, y=h, scale_x=render.pixel_aspect_x,
+                                                     scale_y=render.pixel_aspect_y))
+        world = np.array(cam.matrix_world.normalized())
+        return projection @ np.linalg.inv(world)
+
+    def set_previous(self, frame: int) -> None:
+        if self.fill_background:
+            self.scene.frame_set(frame)
+            self.previous = self._view_projection()
+
+    def render(self, frame: int, jitter):
+        from gbuf.render import passes
+
+        self.scene.frame_set(frame)
+        now = self._view_projection() if self.fill_background else None
+        out = {}
+        for group in (fmt.HR, fmt.LR):
+            passes.configure_resolution(self.scene, self.settings, group)
+            width, height = self.settings.hr_size if group == fmt.HR else self.settings.lr_size
+            path = self.tmp / f"{group}.exr"
+            with _jittered(self.camera, jitter if group == fmt.LR else None, width, height):
+                self._render_still(path, frame, group)
+            try:
+                layers = exr.read_layers(path, self.view_layer)
+            finally:
+                path.unlink(missing_ok=True)
+            background = None
+            if now is not None:
+                background = convert.camera_background_motion(now, self.previous, width, height)
+            out[group] = convert.to_buffers(layers, self.settings.buffers,
+                                            transparent="alpha" in self.settings.buffers,
+                                            background_motion=background,
+                                            where=f"{self.where}: frame {frame} ({group})")
+        self.previous = now
+        return out[fmt.HR], out[fmt.LR]
+
+    def _render_still(self, path: Path, frame: int, group: str) -> None:
+        render_still(self.scene, path, where=f"{self.where}: frame {frame} ({group})")
+
+
+def render_still(scene, path: Path, *, where: str) -> None:
+    """One Cycles render of the current frame into ``path`` (multilayer EXR)."""
+    import bpy
+
+    scene.render.filepath = str(path)
+    try:
+        bpy.ops.render.render(write_still=True, scene=scene.name)
+    except RuntimeError as err:
+        raise GbufError(f"{where}: render failed ({_blend._first_line(err)})") from None
+    if not path.is_file():
+        raise GbufError(f"{where}: render wrote no image")
+
+
+@contextlib.contextmanager
+def _jittered(camera, jitter, width: int, height: int):
+    """Shift the lens by ``jitter`` LR pixels (x right, y down) for one render; restore it after."""
+    if jitter is None:
+        yield
+        return
+    data = camera.data
+    base = (data.shift_x, data.shift_y)
+    # Lens shift is in units of the image's larger side; +shift_x moves the view right, so the
+    # pixel centre then sees what sat jitter pixels to its right; +shift_y moves it up.
+    unit = float(max(width, height))
+    data.shift_x = base[0] + jitter[0] / unit
+    data.shift_y = base[1] - jitter[1] / unit
+    try:
+        yield
+    finally:
+        data.shift_x, data.shift_y = base
+
+
+def _check_shift_not_animated(camera, where: str) -> None:
+    anim = camera.data.animation_data
+    if anim is None:
+        return
+    from gbuf.render.animation import action_fcurves
+
+    paths = set()
+    if anim.action is not None:
+        paths.update(fc.data_path for fc in action_fcurves(anim.action))
+    paths.update(d.data_path for d in anim.drivers)
+    if paths & {"shift_x", "shift_y"}:
+        raise GbufError(f"{where}: camera {camera.name!r} has an animated lens shift; "
+                        f"--lr-mode aliased needs it free for the sub-pixel jitter")
+
+
+def _sequence_name(source: dict) -> str:
+    stem = source["recipe"] or Path(source["path"]).stem
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).lstrip(".") or "seq0"
+    return name
+
+
+def _check_resumable(output: str, name: str, attrs: dict, overwrite: bool) -> None:
+    """Refuse to resume a sequence that was rendered from another scene or with other settings."""
+    if overwrite or not (Path(output) / "zarr.json").is_file():
+        return
+    import gbuf.datasets as gd
+
+    ds = gd.open(output, mode="r")
+    if name not in ds.sequences:
+        return
+    old = ds[name].attrs
+    for key in ("render_settings", "frame_range", "scene"):
+        mine = attrs[key]
+        theirs = old.get(key)
+        if key == "scene":
+            mine = {k: mine[k] for k in ("sha256", "recipe", "recipe_seed", "recipe_frames")}
+            theirs = {k: (theirs or {}).get(k) for k in mine}
+        if _jsonish(mine) != _jsonish(theirs):
+            raise GbufError(f"{output}: sequence {name!r} exists with a different {key.replace('_', ' ')}; "
+                            f"use --overwrite to replace it or --sequence to name another")
+
+
+def _jsonish(value):
+    import json
+
+    return json.loads(json.dumps(value))
+
+
+# ---------------------------------------------------------------------------------------- output
+
+
+def _real_stderr():
+    """A text stream on the process's stderr that survives ``_native_output_to``."""
+    return os.fdopen(os.dup(2), "w", buffering=1)
+
+
+@contextlib.contextmanager
+def _native_output_to(log_path: Path):
+    """Send what Blender's C code prints (per-render status lines) to a log file, not the terminal."""
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        yield
+    finally:
+        libc.fflush(None)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, log):
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _progress(stream, total: int, done: int, name: str):
+    """A rich progress bar (frame, frames/s, ETA) on ``stream``; nothing when ``stream`` is None."""
+    if stream is None:
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(file=stream, stderr=False)
+    progress = Progress(
+        TextColumn(f"[bold]{name}[/bold]"),
+        TextColumn("frame {task.completed}/{task.total}"),
+        BarColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    started = time.perf_counter()
+    rendered = 0
+    with progress:
+        task = progress.add_task("render", total=total, completed=done, rate="-- frames/s")
+
+        def advance():
+            nonlocal rendered
+            rendered += 1
+            rate = rendered / max(time.perf_counter() - started, 1e-9)
+            progress.update(task, advance=1, rate=f"{rate:.2f} frames/s")
+
+        yield advance
