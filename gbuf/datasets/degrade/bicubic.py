@@ -27,6 +27,7 @@ import math
 
 import numpy as np
 
+from gbuf.datasets.degrade.filters import gather_rows, regular_taps
 from gbuf.errors import GbufError
 
 
@@ -49,8 +50,9 @@ def output_length(in_length: int, scale: float) -> int:
 def contributions(in_length: int, out_length: int, scale: float, antialias: bool = True):
     """Weights and (0-based, mirrored) input indices of each output pixel.
 
-    Returns ``(weights, indices, left)``: float64 ``(out, P)``, int64 ``(out, P)``
-    and the unmirrored 0-based index of each row's first tap, ``(out,)``.
+    Returns ``(weights, indices, left, offsets)``: float64 ``(out, P)``, int64
+    ``(out, P)``, the unmirrored 0-based index of each row's first tap before
+    zero columns were dropped ``(out,)``, and the kept columns' tap offsets ``(P,)``.
     """
     if scale < 1.0 and antialias:
         kernel_width = 4.0 / scale
@@ -70,86 +72,109 @@ def contributions(in_length: int, out_length: int, scale: float, antialias: bool
     # MATLAB mirrors with the period 2n sequence [1..n, n..1].
     mirror = np.concatenate([np.arange(in_length), np.arange(in_length - 1, -1, -1)])
     indices = mirror[np.mod(raw.astype(np.int64) - 1, 2 * in_length)]
-    # MATLAB drops columns whose weights are all zero; they add nothing.
+    # MATLAB drops columns whose weights are all zero; they add nothing. (For an
+    # integer reduction factor some are in the middle: the kernel's zeros.)
     keep = np.any(weights != 0.0, axis=0)
-    first = int(np.argmax(keep))
+    offsets = np.flatnonzero(keep)
     weights, indices = weights[:, keep], indices[:, keep]
-    left0 = raw[:, first].astype(np.int64) - 1
-    for arr in (weights, indices, left0):
+    left0 = left.astype(np.int64) - 1
+    for arr in (weights, indices, left0, offsets):
         arr.setflags(write=False)
-    return weights, indices, left0
+    return weights, indices, left0, offsets
 
 
-def _resize_dim1(x, out_length: int, scale: float, antialias: bool):
-    """Resize a (B, L, R) tensor along L."""
+def _resize_dim1(x, out_length: int, scale: float, antialias: bool, dtype):
+    """Resize a (B, L, R) tensor along L; the result has ``dtype``."""
     import torch
 
     _, in_length, _ = x.shape
-    weights, indices, left = contributions(in_length, out_length, float(scale), antialias)
-    taps = weights.shape[1]
+    weights, indices, left, offsets = contributions(in_length, out_length, float(scale), antialias)
     uniform = bool(np.all(weights == weights[0:1]))
     step = int(left[1] - left[0]) if out_length > 1 else 1
     regular = uniform and out_length > 1 and bool(np.all(np.diff(left) == step)) and step >= 1
-    out = x.new_zeros((x.shape[0], out_length, x.shape[2]))
+    out = torch.zeros((x.shape[0], out_length, x.shape[2]), dtype=dtype, device=x.device)
     if regular:
         # Rows whose taps all fall inside the image read plain strided views.
-        inside = (left >= 0) & (left + taps <= in_length)
+        inside = (left + offsets[0] >= 0) & (left + offsets[-1] < in_length)
         rows = np.flatnonzero(inside)
         if rows.size:
-            i0, i1 = int(rows[0]), int(rows[-1]) + 1
-            assert rows.size == i1 - i0
-            n = i1 - i0
-            dst = out[:, i0:i1]
-            for k in range(taps):
-                start = int(left[i0]) + k
-                dst.add_(x[:, start:start + step * (n - 1) + 1:step], alpha=float(weights[0, k]))
+            regular_taps(x, out, int(rows[0]), int(rows[-1]) + 1, left, offsets, weights[0], step)
         border = np.flatnonzero(~inside)
     else:
         border = np.arange(out_length)
-    if border.size:
-        idx = torch.from_numpy(np.ascontiguousarray(indices[border])).to(x.device)
-        w = torch.from_numpy(np.ascontiguousarray(weights[border])).to(device=x.device, dtype=x.dtype)
-        gathered = x.index_select(1, idx.reshape(-1)).reshape(x.shape[0], border.size, taps, x.shape[2])
-        out[:, torch.from_numpy(border).to(x.device)] = torch.einsum("bntr,nt->bnr", gathered, w)
+    gather_rows(x, out, border, indices[border], weights[border])
     return out
 
 
-def imresize(x, scale: float | None = None, size: tuple[int, int] | None = None, antialias: bool = True):
-    """MATLAB ``imresize(x, scale, 'bicubic')`` of a tensor ``(..., H, W)``.
-
-    Give ``scale`` (output ``ceil(H*scale) x ceil(W*scale)``, the scale used in
-    the weights is exactly ``scale``, as in MATLAB) or ``size`` (then each
-    dimension's scale is out/in). float16/bfloat16 input is computed in float32;
-    the result has the compute dtype (float32 or float64).
-    """
+def _compute_dtype(dtype):
     import torch
 
-    if x.ndim < 2:
-        raise GbufError(f"imresize needs an (..., H, W) tensor, got shape {tuple(x.shape)}")
-    h, w = int(x.shape[-2]), int(x.shape[-1])
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _resize_bhwr(x, out_h: int, out_w: int, scales: tuple[float, float], antialias: bool):
+    """Resize a (B, H, W, R) tensor (R: trailing channels, 1 for planar input)."""
+    b, h, w, r = x.shape
+    dtype = _compute_dtype(x.dtype)
+    # MATLAB resizes the dimension with the smallest scale first (stable on ties).
+    order = sorted(range(2), key=lambda d: scales[d])
+    cur_h, cur_w = h, w
+    for dim in order:
+        if dim == 0:
+            x = _resize_dim1(x.reshape(b, cur_h, cur_w * r), out_h, scales[0], antialias, dtype)
+            cur_h = out_h
+            x = x.reshape(b, cur_h, cur_w, r)
+        else:
+            xt = x.transpose(1, 2).contiguous().reshape(b, cur_w, cur_h * r)
+            xt = _resize_dim1(xt, out_w, scales[1], antialias, dtype)
+            cur_w = out_w
+            x = xt.reshape(b, cur_w, cur_h, r).transpose(1, 2).contiguous()
+    if x.dtype != dtype:        # both dimensions kept their size
+        x = x.to(dtype)
+    return x
+
+
+def _sizes(h: int, w: int, scale, size):
     if size is not None:
         out_h, out_w = int(size[0]), int(size[1])
         if out_h < 1 or out_w < 1:
             raise GbufError(f"imresize: output size must be positive, got {size}")
-        scales = (out_h / h, out_w / w)
-    else:
-        if scale is None or not scale > 0 or not math.isfinite(scale):
-            raise GbufError(f"imresize: scale must be a positive number, got {scale!r}")
-        scales = (float(scale), float(scale))
-        out_h, out_w = output_length(h, scale), output_length(w, scale)
-    if x.dtype not in (torch.float32, torch.float64):
-        x = x.float()
+        return out_h, out_w, (out_h / h, out_w / w)
+    if scale is None or not scale > 0 or not math.isfinite(scale):
+        raise GbufError(f"imresize: scale must be a positive number, got {scale!r}")
+    return output_length(h, scale), output_length(w, scale), (float(scale), float(scale))
+
+
+def imresize(x, scale: float | None = None, size: tuple[int, int] | None = None, antialias: bool = True):
+    """MATLAB ``imresize(x, scale, 'bicubic')`` of a planar tensor ``(..., H, W)``.
+
+    Give ``scale`` (output ``ceil(H*scale) x ceil(W*scale)``; the weights use
+    exactly ``scale``, as MATLAB does) or ``size`` (each dimension's scale is
+    then out/in). float16/bfloat16 input is computed in float32; the result has
+    the compute dtype (float32 or float64).
+    """
+    if x.ndim < 2:
+        raise GbufError(f"imresize needs an (..., H, W) tensor, got shape {tuple(x.shape)}")
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    out_h, out_w, scales = _sizes(h, w, scale, size)
     lead = x.shape[:-2]
-    y = x.reshape(-1, h, w)
-    # MATLAB resizes the dimension with the smallest scale first (stable on ties).
-    order = sorted(range(2), key=lambda d: scales[d])
-    for dim in order:
-        if dim == 0:
-            y = _resize_dim1(y, out_h, scales[0], antialias)
-        else:
-            y = _resize_dim1(y.transpose(1, 2).contiguous(), out_w, scales[1], antialias)
-            y = y.transpose(1, 2).contiguous()
+    y = _resize_bhwr(x.reshape(-1, h, w, 1), out_h, out_w, scales, antialias)
     return y.reshape(*lead, out_h, out_w)
+
+
+def imresize_hwc(x, scale: float | None = None, size: tuple[int, int] | None = None, antialias: bool = True):
+    """:func:`imresize` of a channels-last tensor ``(..., H, W, C)`` (the store's layout).
+
+    Same numbers as :func:`imresize`; channels-last input avoids a transposing
+    copy of the full-resolution frame, which costs more than the filtering.
+    """
+    if x.ndim < 3:
+        raise GbufError(f"imresize_hwc needs an (..., H, W, C) tensor, got shape {tuple(x.shape)}")
+    h, w, c = int(x.shape[-3]), int(x.shape[-2]), int(x.shape[-1])
+    out_h, out_w, scales = _sizes(h, w, scale, size)
+    lead = x.shape[:-3]
+    y = _resize_bhwr(x.reshape(-1, h, w, c), out_h, out_w, scales, antialias)
+    return y.reshape(*lead, out_h, out_w, c)
 
 
 def sample_centres(in_length: int, scale: int) -> np.ndarray:
