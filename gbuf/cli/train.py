@@ -1,26 +1,158 @@
-"""``gbuf train``, ``gbuf eval``, ``gbuf upscale`` (issue 6)."""
+"""``gbuf train``, ``gbuf eval``, ``gbuf upscale`` (issue 6).
+
+Each command parses its options and calls one library function
+(``gbuf.train.trainer.train``, ``gbuf.train.evaluate.evaluate``,
+``gbuf.train.upscale.upscale``); torch is imported only inside the command body.
+"""
+
+from __future__ import annotations
+
+import sys
 
 import click
 
-from gbuf.cli import not_available
+from gbuf.errors import GbufError
+
+DEVICES = click.Choice(["auto", "cpu", "cuda"], case_sensitive=False)
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def train(args) -> None:
-    """Train MODEL on a gbuf dataset."""
-    not_available("train", "the trainer issue")
+def _device(value: str | None) -> str | None:
+    return None if value is None else value.lower()
 
 
-@click.command("eval", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def eval_(args) -> None:
-    """Evaluate MODEL on a gbuf dataset (PSNR, SSIM, VMAF, E_warp)."""
-    not_available("eval", "the trainer issue")
+def _parse_set(items) -> dict:
+    """``--set data.val_frames=50`` -> ``{"data.val_frames": 50}`` (values read as TOML, else text)."""
+    import tomllib
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise GbufError(f"--set {item!r}: expected KEY=VALUE, e.g. data.val_frames=50")
+        key, text = item.split("=", 1)
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        out[key.strip()] = value
+    return out
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def upscale(args) -> None:
+@click.command()
+@click.argument("model")
+@click.option("--data", "data", metavar="DS", help="gbuf store to train on (data.path).")
+@click.option("--data-lr", "lr_group", metavar="GROUP", help="LR group: lr (native) or a degraded one, e.g. lr_bicubic_x4.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML or YAML file with any options.")
+@click.option("--out", metavar="DIR", help="Run directory (checkpoints, config, logs); default runs/MODEL.")
+@click.option("--iters", type=int, help="Training iterations (schedule.iters; default 300000).")
+@click.option("--batch-size", type=int, help="Clips per step and process (default 16).")
+@click.option("--frames", type=int, help="Frames per clip (default 15).")
+@click.option("--patch", type=int, help="HR patch side in pixels (default 384; LR = patch / scale).")
+@click.option("--lr", "learning_rate", type=float, help="Adam learning rate (default 1e-3).")
+@click.option("--device", type=DEVICES, help="auto (CUDA when present), cpu or cuda.")
+@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), help="Mixed precision (CUDA).")
+@click.option("--workers", type=int, help="DataLoader workers per process (default 4).")
+@click.option("--seed", type=int, help="Random seed (default 0).")
+@click.option("--val-every", type=int, help="Validate every N iterations (0: never).")
+@click.option("--ckpt-every", type=int, help="Checkpoint every N iterations.")
+@click.option("--log-every", type=int, help="Log scalars every N iterations.")
+@click.option("--set", "extra", multiple=True, metavar="KEY=VALUE", help="Any option by its dotted name, e.g. data.val_frames=50.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its newest checkpoint.")
+def train(model, data, lr_group, config_file, out, iters, batch_size, frames, patch, learning_rate, device, amp,
+          workers, seed, val_every, ckpt_every, log_every, extra, resume) -> None:
+    """Train MODEL on a gbuf dataset with the RDG recipe (single process or torchrun)."""
+    from gbuf.train import trainer
+
+    flags = {
+        "model": model, "data.path": data, "data.lr_group": lr_group, "schedule.iters": iters,
+        "data.batch_size": batch_size, "data.frames": frames, "data.patch": patch, "optim.lr": learning_rate,
+        "run.device": _device(device), "run.amp": amp, "data.workers": workers, "run.seed": seed,
+        "run.val_every": val_every, "run.ckpt_every": ckpt_every, "run.log_every": log_every,
+    }
+    overrides = {**_parse_set(extra), **{k: v for k, v in flags.items() if v is not None}}
+    config = trainer.resolve_config(config_file=config_file, overrides=overrides, resume=resume, out=out)
+    result = trainer.train(config, resume=resume)
+    if result.interrupted:
+        sys.exit(130)
+    if result.checkpoint is not None:
+        best = "" if result.best_psnr is None else f"; best validation PSNR {result.best_psnr:.2f} dB"
+        click.echo(f"trained {config.model} to step {result.step}: {result.checkpoint}{best}")
+
+
+def _sequences(values) -> list[str] | None:
+    names = [n for v in values for n in v.split(",") if n]
+    return names or None
+
+
+@click.command("eval")
+@click.argument("models", nargs=-1, required=True)
+@click.option("--ckpt", "checkpoints", multiple=True, metavar="F",
+              help="Checkpoint of each MODEL other than bicubic, in order.")
+@click.option("--data", required=True, metavar="DS", help="gbuf store with HR and LR groups.")
+@click.option("--data-lr", "lr_group", default="lr", show_default=True, metavar="GROUP", help="LR group to upscale.")
+@click.option("--sequences", multiple=True, help="Sequences to evaluate (repeat or comma-separate; default all).")
+@click.option("--table", type=click.Path(dir_okay=False), help="Write the table to OUT.md or OUT.csv.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write PSNR curves and temporal profiles to OUT.png.")
+@click.option("--segment-frames", default=100, show_default=True, help="Frames per segment (recurrent state reset).")
+@click.option("--y-channel", is_flag=True, help="PSNR/SSIM on BT.601 luma instead of RGB.")
+@click.option("--crop", "crop_border", default=0, show_default=True, help="Border pixels left out of PSNR/SSIM.")
+@click.option("--vmaf", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
+@click.option("--lpips", "lpips_weights", type=click.Path(file_okay=False),
+              help="Folder with LPIPS weights (alexnet-owt-7be5be79.pth, alex.pth); else LPIPS is n/a.")
+@click.option("--weights", type=click.Choice(["ema", "params"]), default="ema", show_default=True,
+              help="Which weights of a gbuf checkpoint to use.")
+@click.option("--profile-row", type=int, help="HR pixel row of the temporal profile (default: the middle).")
+@click.option("--device", type=DEVICES, default="auto", show_default=True)
+@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="off", show_default=True)
+def eval_(models, checkpoints, data, lr_group, sequences, table, plot, segment_frames, y_channel, crop_border,
+          vmaf, lpips_weights, weights, profile_row, device, amp) -> None:
+    """Evaluate MODEL(s) on a gbuf dataset: PSNR, SSIM, VMAF, LPIPS, E_warp."""
+    from gbuf.train import evaluate
+
+    learned = [m for m in models if m != evaluate.BICUBIC]
+    if len(checkpoints) != len(learned):
+        raise GbufError(f"--ckpt given {len(checkpoints)} time(s) for {len(learned)} model(s) other than "
+                        f"bicubic ({', '.join(learned) or 'none'}): give one per model, in order")
+    it = iter(checkpoints)
+    pairs = [(m, None if m == evaluate.BICUBIC else next(it)) for m in models]
+    report = evaluate.evaluate(
+        pairs, data, sequences=_sequences(sequences), lr_group=lr_group, segment_frames=segment_frames,
+        device=_device(device), amp=amp, y_channel=y_channel, crop=crop_border, vmaf=vmaf,
+        lpips_weights=lpips_weights, weights=weights, profile_row=profile_row,
+        progress=lambda text: click.echo(text, err=True))
+    click.echo(evaluate.table_markdown(report), nl=False)
+    if table:
+        click.echo(f"table: {evaluate.write_table(report, table)}")
+    if plot:
+        click.echo(f"plot: {evaluate.write_plot(report, plot)}")
+
+
+@click.command()
+@click.argument("model")
+@click.option("--ckpt", "checkpoint", metavar="F", help="Checkpoint (not needed for bicubic).")
+@click.option("--data", required=True, metavar="DS", help="gbuf store.")
+@click.option("--sequence", required=True, help="Sequence to upscale.")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--data-lr", "lr_group", default="lr", show_default=True, metavar="GROUP")
+@click.option("--video", is_flag=True, help="Also write SEQUENCE.mp4 (H.264 via PyAV).")
+@click.option("--compare", is_flag=True, help="Write compare.mp4 (LR bicubic | model | HR) and crops.png.")
+@click.option("--exr", is_flag=True, help="Also write half-float linear EXR frames.")
+@click.option("--png/--no-png", default=True, show_default=True, help="Write 8-bit PNG frames.")
+@click.option("--crop", metavar="X,Y,SIZE", help="Crop of the grid in HR pixels (default: a centred quarter).")
+@click.option("--fps", type=float, help="Video frame rate (default: the sequence's).")
+@click.option("--segment-frames", default=100, show_default=True)
+@click.option("--weights", type=click.Choice(["ema", "params"]), default="ema", show_default=True)
+@click.option("--device", type=DEVICES, default="auto", show_default=True)
+@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="off", show_default=True)
+def upscale(model, checkpoint, data, sequence, out, lr_group, video, compare, exr, png, crop, fps, segment_frames,
+            weights, device, amp) -> None:
     """Upscale a sequence with MODEL and write frames or a video."""
-    not_available("upscale", "the trainer issue")
+    from gbuf.train import upscale as up
+
+    result = up.upscale(model, data, sequence, out, checkpoint=checkpoint, lr_group=lr_group,
+                        segment_frames=segment_frames, device=_device(device), amp=amp, weights=weights, png=png,
+                        exr=exr, video=video, compare=compare, crop=up.parse_crop(crop), fps=fps,
+                        progress=lambda text: click.echo(text, err=True))
+    click.echo(f"{result.frames} frame(s) -> {result.out_dir}")
+    for label, path in (("video", result.video), ("compare", result.compare_video), ("crops", result.crop_grid)):
+        if path is not None:
+            click.echo(f"{label}: {path}")
