@@ -1,12 +1,69 @@
 """``gbuf degrade``: synthesise LR groups from HR (issue 4)."""
 
+from __future__ import annotations
+
 import click
 
-from gbuf.cli import not_available
+from gbuf.errors import GbufError
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def degrade(args) -> None:
-    """Make an LR group from HR: --bicubic, --gaussian or --realworld."""
-    not_available("degrade", "the degradation issue")
+@click.command()
+@click.argument("ds", required=False)
+@click.option("--bicubic", "method", flag_value="bicubic", help="MATLAB-compatible bicubic imresize (BI).")
+@click.option("--gaussian", "method", flag_value="gaussian", help="BD: Gaussian blur, then every scale-th pixel.")
+@click.option("--realworld", "method", flag_value="realworld",
+              help="Real-ESRGAN second-order pipeline with RealBasicVSR's clip rules.")
+@click.option("--scale", default="4", show_default=True, help="Reduction factor (HR size / LR size).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")
+@click.option("--name", "group", help="Name of the new group (default lr_<method>_x<scale>).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="TOML/YAML file overriding the defaults (see docs/degrade.md).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing group (or output folder).")
+@click.option("--variant", type=click.Choice(["matlab", "duf"]),
+              help="--gaussian: BD variant (default matlab, BasicVSR's).")
+@click.option("--sigma", type=float, help="--gaussian: blur sigma (default 1.6; duf: 0.4 x scale).")
+@click.option("--gbuffers", "gbuffer_mode", type=click.Choice(["point", "area"]),
+              help="How depth/normal/brdf/motion are resampled (default point).")
+@click.option("--no-video", is_flag=True, help="--realworld: skip the video-compression steps.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--input", "input_dir", type=click.Path(file_okay=False), help="A folder of PNG/EXR frames.")
+@click.option("--output", "output_dir", type=click.Path(file_okay=False), help="Where --input's LR frames go.")
+def degrade(ds, method, scale, seed, group, config_path, overwrite, variant, sigma, gbuffer_mode, no_video,
+            device, input_dir, output_dir) -> None:
+    """Make an LR group from HR in every sequence of DS: --bicubic, --gaussian or --realworld.
+
+    With --input/--output instead of DS, degrade a folder of PNG (sRGB) or EXR
+    (linear) frames, or a folder of such clip folders.
+    """
+    from gbuf.datasets.degrade.api import degrade_folder, degrade_store
+
+    if method is None:
+        raise GbufError("choose one method: --bicubic, --gaussian or --realworld")
+    overrides: dict = {}
+    if variant or sigma is not None:
+        if method != "gaussian":
+            raise GbufError("--variant and --sigma apply to --gaussian only")
+        overrides["gaussian"] = {k: v for k, v in (("variant", variant), ("sigma", sigma)) if v is not None}
+    if no_video:
+        if method != "realworld":
+            raise GbufError("--no-video applies to --realworld only")
+        overrides["realworld"] = {"video": {"enabled": False}}
+    if gbuffer_mode:
+        overrides["gbuffers"] = {"mode": gbuffer_mode}
+    if input_dir or output_dir:
+        if ds:
+            raise GbufError("give either a dataset DS or --input/--output, not both")
+        if not (input_dir and output_dir):
+            raise GbufError("--input and --output go together")
+        if group:
+            raise GbufError("--name applies to a dataset, not to --input/--output")
+        out = degrade_folder(input_dir, output_dir, method, scale=scale, seed=seed, config=config_path,
+                             overrides=overrides, overwrite=overwrite, device=device)
+        click.echo(f"wrote {out}")
+        return
+    if not ds:
+        raise GbufError("give a dataset DS (or --input FOLDER --output FOLDER)")
+    written = degrade_store(ds, method, scale=scale, seed=seed, name=group, config=config_path,
+                            overrides=overrides, overwrite=overwrite, device=device)
+    for seq, grp in written:
+        click.echo(f"{ds}: wrote {seq}/{grp}")

@@ -235,11 +235,19 @@ def from_uint8(u8, device):
 
 
 def jpeg(x, quality: int):
-    """A real JPEG encode/decode (libjpeg via torchvision, 4:2:0), deterministic."""
-    from torchvision.io import decode_jpeg, encode_jpeg
+    """A real JPEG encode/decode (libjpeg via Pillow: baseline, 4:2:0, standard tables), deterministic."""
+    import io
 
-    data = encode_jpeg(to_uint8(x), quality=int(quality))
-    return from_uint8(decode_jpeg(data), x.device)
+    import torch
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(x).permute(1, 2, 0).numpy(), mode="RGB").save(
+        buf, format="JPEG", quality=int(quality), subsampling=2, optimize=False)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        decoded = np.array(im.convert("RGB"))
+    return from_uint8(torch.from_numpy(decoded).permute(2, 0, 1), x.device)
 
 
 def _blur(x, blur: dict, t: int):
