@@ -1,0 +1,423 @@
+"""RDG: efficient video super-resolution for real-time rendering with decoupled G-buffer guidance.
+
+Zheng, Sun, Dong and Pan, CVPR 2025 (official code: github.com/sunny2109/RDG). Registered as
+``rdg`` (``num_feat=36``, 1,473,600 parameters) and ``rdg-s`` (``num_feat=16``, 303,680).
+
+Architecture (an asymmetric U-Net over three levels, LR resolution ``1, 1/2, 1/4``)::
+
+    image ─ conv3x3 ─┬─ Enc(dfm+ccm) ─ down ─ Enc ─ down ─ Enc ─ Dec(hfb+ctr+ccm) ─ up ─ Dec ─ up ─ Dec ─(+)─ conv ─ PixelShuffle x4
+                     │        └──── skip x alpha ──────────────────────────────────┘        │            │
+                     │                 └──────────────── skip x alpha ─────────────────────-┘            │
+                     └──────────────────────────────── global residual ──────────────────────────────────┘
+
+- encoder layer: DFM (dynamic feature modulator: depth-wise 3x3 + 1x1 projection split into a
+  gate and a context branch; the context runs through two CycleFC layers, a 1x7 and a 7x1
+  "staircase" fully-connected layer; ``proj_out(gelu(gate) * merge([x, context]))``) then CCM
+  (conv3x3 -> GELU -> conv1x1), each residual.
+- decoder layer: HFB (fuses the G-buffers ``[normal, brdf]`` resized to the level:
+  ``proj_out([conv_x(x) * gelu(conv_g(g)), conv_g(g) * gelu(conv_x(x))])``), CTR (channel
+  attention between the current features and the previous frame's hidden state of the same
+  level, warped with the motion vectors; depth is concatenated before the output projection),
+  CCM; each residual.
+- skips are scaled by learned per-channel ``skip_alphas`` (initialised to zero); the upsampler
+  is bilinear x2 + conv3x3; the head is conv3x3 to ``3 * scale**2`` channels + PixelShuffle.
+- the hidden state of a level is the output of that level's decoder layer.
+
+Official behaviours kept on purpose (the released weights were trained with them):
+
+- frame t warps the previous hidden state with the motion of frame t-1 (``motions[:, t-1]``),
+  not its own; the first frame "warps" its own features with zero motion. ``motion_frame=
+  "current"`` uses frame t's own motion instead (not what the checkpoint was trained with).
+- the motion field is resized bilinearly to each level's size without scaling its magnitude
+  (so at 1/4 resolution a 4-pixel LR motion moves 4 pixels of the 1/4 level).
+  ``scale_motion=True`` scales it with the level instead.
+- every CTR has an ``alpha`` parameter that its forward never uses; it is kept (and counted in
+  the parameter totals) so the official checkpoints load unchanged.
+- inputs are zero-padded at the bottom/right to a multiple of 4 and the output is cropped back;
+  the hidden state lives at the padded size.
+- the state-dict keys are the official ones (``first_conv``, ``UpSample.0`` ...), so
+  ``gbuf.train.checkpoints`` loads and writes checkpoints the official code reads.
+
+CycleFC (a 1x1 deformable convolution whose offsets are constants: channel ``c`` samples at a
+shift of ``(c + 3) % 7 - 3`` pixels along one axis, zero outside) has two forms:
+``cyclefc="fast"`` (default) shifts each channel by its integer offset and applies a 1x1
+convolution; ``cyclefc="deform"`` calls ``torchvision.ops.deform_conv2d`` like the official
+code. With integer offsets bilinear sampling is exact, so the two agree to float rounding; the
+constant offsets are not part of the state dict (``CycleFC.official_offset()`` rebuilds the
+official buffer for checking and saving).
+
+Motion convention: gbuf's ``motion`` buffer (pixels of the LR frame, displacement from frame t
+to frame t-1, x right, y down; the surface at pixel p of frame t was at p + motion in frame
+t-1) is exactly the official one: the official loader reads Blender's Vector pass XY and
+negates Y, and its ``motion_warp`` samples the previous frame at ``p + motion`` (bilinear,
+``align_corners=True``, zeros outside). So gbuf motion goes in unchanged.
+
+Input normalisation (what the official loader feeds, and what ``rdg-s``'s checkpoint expects):
+``image`` in [0, 1] (the official data are 8-bit PNGs / 255), ``normal`` as ``(n + 1) / 2``,
+``brdf`` and ``depth`` min-max normalised to [0, 1] per frame (over all pixels and channels),
+``motion`` in pixels, unnormalised. The gbuf loader's ``normalize="rdg"`` produces this.
+Output: RGB in the image's range (unclamped), ``(B, T, 3, 4H, 4W)``.
+
+State for streaming (``step``): a tuple of tensors ``(hidden_1/4, hidden_1/2, hidden_1,
+motion, started)`` at the padded size; ``started`` is ``(B, 1, 1, 1)``, 0 before the first
+frame. ``initial_state(frame)`` makes the all-zero state, and ``step(frame, None)`` equals
+``step(frame, initial_state(frame))`` exactly, so an exported one-frame graph also handles the
+first frame.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gbuf.errors import GbufError
+
+#: Batch keys RDG reads, and their channel counts.
+INPUTS = ("image", "depth", "normal", "motion", "brdf")
+CHANNELS = {"image": 3, "depth": 1, "normal": 3, "motion": 2, "brdf": 3}
+
+CYCLE_SPAN = 7  # the staircase of CycleFC covers 7 pixels
+LEVELS = 3  # full, 1/2 and 1/4 LR resolution
+PAD_MULTIPLE = 2 ** (LEVELS - 1)
+
+
+def cycle_shifts(channels: int, span: int = CYCLE_SPAN) -> list[int]:
+    """The constant sampling shift of each channel of a CycleFC layer (0, 1, 2, 3, -3, -2, -1, 0, ...)."""
+    half = span // 2
+    return [(c + half) % span - half for c in range(channels)]
+
+
+def warp_previous(features: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+    """Sample ``features`` at ``p + motion(p)``: bilinear, pixel centres, zeros outside.
+
+    The official RDG warp (it differs from ``gbuf.train.ops.backward_warp`` in the padding:
+    zeros here, border there).
+    """
+    b, _, h, w = features.shape
+    ys = torch.arange(h, device=features.device, dtype=motion.dtype)
+    xs = torch.arange(w, device=features.device, dtype=motion.dtype)
+    sample_x = xs.view(1, 1, w) + motion[:, 0]
+    sample_y = ys.view(1, h, 1) + motion[:, 1]
+    grid = torch.stack((2.0 * sample_x / max(w - 1, 1) - 1.0, 2.0 * sample_y / max(h - 1, 1) - 1.0), dim=-1)
+    return F.grid_sample(features, grid.to(features.dtype), mode="bilinear", padding_mode="zeros",
+                         align_corners=True)
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    # Same-size bilinear resampling (align_corners=False) is the identity; skip the copy.
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class CycleFC(nn.Module):
+    """A 1x1 convolution over channels that each look ``shift[c]`` pixels along one axis.
+
+    ``axis="x"`` is the official ``CycleFC(kernel_size=(1, 7))`` (``mlp_h``), ``axis="y"`` the
+    ``(7, 1)`` one (``mlp_w``). ``form`` picks the implementation (see the module docstring).
+    """
+
+    def __init__(self, channels: int, axis: str, form: str = "fast", span: int = CYCLE_SPAN):
+        super().__init__()
+        if axis not in ("x", "y"):
+            raise ValueError(f"axis must be 'x' or 'y', not {axis!r}")
+        if form not in ("fast", "deform"):
+            raise GbufError(f"cyclefc: unknown form {form!r}; choose 'fast' or 'deform'")
+        self.channels, self.axis, self.form, self.span = channels, axis, form, span
+        self.weight = nn.Parameter(torch.empty(channels, channels, 1, 1))
+        self.bias = nn.Parameter(torch.empty(channels))
+        # PyTorch's default convolution initialisation (fan-in uniform).
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        bound = 1.0 / math.sqrt(channels)
+        nn.init.uniform_(self.bias, -bound, bound)
+        shifts = cycle_shifts(channels, span)
+        # Channels c, c + span, c + 2*span ... share a shift, so each group is one strided slice.
+        self._groups = [(first, shifts[first]) for first in range(min(span, channels))]
+        # The fast form concatenates the groups one after another; the 1x1 weight's input
+        # columns are permuted to match instead of permuting the activations back.
+        order = torch.cat([torch.arange(first, channels, span) for first, _ in self._groups])
+        self.register_buffer("_order", order, persistent=False)
+        # Not saved in the state dict: these are constants of the layer, not weights.
+        self.register_buffer("offset", self.official_offset(), persistent=False)
+
+    def official_offset(self) -> torch.Tensor:
+        """The official ``offset`` buffer: ``(1, 2C, 1, 1)``, ``(dy, dx)`` per channel."""
+        offset = torch.zeros(1, 2 * self.channels, 1, 1)
+        for c, shift in enumerate(cycle_shifts(self.channels, self.span)):
+            offset[0, 2 * c + (1 if self.axis == "x" else 0), 0, 0] = float(shift)
+        return offset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.form == "deform":
+            from torchvision.ops import deform_conv2d
+
+            b, _, h, w = x.shape
+            return deform_conv2d(x, self.offset.to(x.dtype).expand(b, -1, h, w), self.weight, self.bias)
+        return F.conv2d(self._shifted_groups(x), self.weight[:, self._order], self.bias)
+
+    def _shifted_groups(self, x: torch.Tensor) -> torch.Tensor:
+        """The shifted channels, grouped by shift (in ``self._order``): out[p] = in[p + shift], zeros enter."""
+        dim = 3 if self.axis == "x" else 2
+        size = x.shape[dim]
+        pieces = []
+        for first, shift in self._groups:
+            group = x[:, first::self.span]
+            lo, hi = max(shift, 0), size + min(shift, 0)
+            if hi <= lo:  # the shift moves everything out (tiny inputs)
+                pieces.append(torch.zeros_like(group))
+                continue
+            valid = group.narrow(dim, lo, hi - lo)
+            before, after = max(-shift, 0), max(shift, 0)
+            pieces.append(F.pad(valid, (before, after, 0, 0) if dim == 3 else (0, 0, before, after)))
+        return torch.cat(pieces, dim=1)
+
+    def shift(self, x: torch.Tensor) -> torch.Tensor:
+        """Every channel moved by its shift, in channel order (what the 1x1 convolution sees)."""
+        inverse = torch.empty_like(self._order)
+        inverse[self._order] = torch.arange(self.channels, device=self._order.device)
+        return self._shifted_groups(x)[:, inverse]
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, axis={self.axis}, span={self.span}, form={self.form}"
+
+
+class DFM(nn.Module):
+    """Dynamic feature modulator: a GELU gate times a CycleFC context, projected back."""
+
+    def __init__(self, dim: int, cyclefc: str = "fast"):
+        super().__init__()
+        hidden = 2 * dim
+        self.proj_in = nn.Sequential(nn.Conv2d(dim, hidden, 3, 1, 1, groups=dim), nn.Conv2d(hidden, hidden, 1))
+        self.mlp_h = CycleFC(dim, "x", cyclefc)
+        self.mlp_w = CycleFC(dim, "y", cyclefc)
+        self.merge = nn.Conv2d(2 * dim, dim, 1)
+        self.proj_out = nn.Conv2d(dim, dim, 1)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, context = self.proj_in(x).chunk(2, dim=1)
+        context = self.mlp_w(self.mlp_h(context))
+        return self.proj_out(self.act(gate) * self.merge(torch.cat([x, context], dim=1)))
+
+
+class CCM(nn.Module):
+    """Convolutional channel mixer: conv3x3 (x2 channels) -> GELU -> conv1x1."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.fn = nn.Sequential(nn.Conv2d(dim, 2 * dim, 3, 1, 1), nn.GELU(), nn.Conv2d(2 * dim, dim, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+class HFB(nn.Module):
+    """Fuses features with the G-buffers ``[normal, brdf]`` by mutual GELU gating."""
+
+    def __init__(self, dim: int, gbuffer_channels: int = 6):
+        super().__init__()
+        self.conv_g = nn.Conv2d(gbuffer_channels, dim, 3, 1, 1)
+        self.conv_x = nn.Conv2d(dim, dim, 3, 1, 1)
+        self.gelu = nn.GELU()
+        self.proj_out = nn.Conv2d(2 * dim, dim, 1)
+
+    def forward(self, x: torch.Tensor, gbuffers: torch.Tensor) -> torch.Tensor:
+        fx = self.conv_x(x)
+        fg = self.conv_g(_resize(gbuffers, tuple(x.shape[-2:])))
+        return self.proj_out(torch.cat([fx * self.gelu(fg), fg * self.gelu(fx)], dim=1))
+
+
+class CTR(nn.Module):
+    """Temporal channel attention: queries from the current features, keys and values from the
+    previous hidden state warped by the motion; depth joins before the output projection."""
+
+    def __init__(self, dim: int, heads: int = 4, scale_motion: bool = False):
+        super().__init__()
+        hidden = 2 * dim
+        self.heads, self.scale_motion = heads, scale_motion
+        self.to_q = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden))
+        self.to_kv = nn.Sequential(nn.Conv2d(dim, 2 * hidden, 1),
+                                   nn.Conv2d(2 * hidden, 2 * hidden, 3, 1, 1, groups=2 * hidden))
+        self.proj_out = nn.Conv2d(hidden + 1, dim, 1)
+        # Unused by the forward pass, as in the official code; kept so the weights load and the
+        # parameter count matches the paper.
+        self.alpha = nn.Parameter(torch.zeros(1, 1, hidden // (2 * heads), hidden // heads))
+
+    def forward(self, x, depth, previous, motion, started):
+        b, _, h, w = x.shape
+        depth = _resize(depth, (h, w))
+        full_h, full_w = motion.shape[-2:]
+        motion = _resize(motion, (h, w))
+        if self.scale_motion and (h, w) != (full_h, full_w):
+            motion = motion * motion.new_tensor([w / full_w, h / full_h]).view(1, 2, 1, 1)
+        # Before the first frame there is no hidden state: use the current features, unmoved.
+        started = started > 0.5
+        previous = torch.where(started, previous, x)
+        motion = torch.where(started, motion, torch.zeros_like(motion))
+        query, query_skip = self.to_q(x).chunk(2, dim=1)
+        key, value = self.to_kv(warp_previous(previous, motion)).chunk(2, dim=1)
+        # Attention across channels (per head), over the whole frame: (c_q x hw) @ (hw x c_k).
+        query = F.normalize(query.reshape(b, self.heads, -1, h * w), dim=-1)
+        key = F.normalize(key.reshape(b, self.heads, -1, h * w), dim=-1)
+        value = value.reshape(b, self.heads, -1, h * w)
+        # (The official code adds 1e-7 inside the softmax; softmax ignores a constant shift.)
+        attention = torch.softmax(query @ key.transpose(-2, -1), dim=-1)
+        out = (attention @ value).reshape(b, -1, h, w)
+        return self.proj_out(torch.cat([out, query_skip, depth], dim=1))
+
+
+class EncodeLayer(nn.Module):
+    def __init__(self, dim: int, cyclefc: str = "fast"):
+        super().__init__()
+        self.dfm = DFM(dim, cyclefc)
+        self.ffn = CCM(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dfm(x) + x
+        return self.ffn(x) + x
+
+
+class DecodeLayer(nn.Module):
+    def __init__(self, dim: int, gbuffer_channels: int = 6, scale_motion: bool = False):
+        super().__init__()
+        self.hfb = HFB(dim, gbuffer_channels)
+        self.ctr = CTR(dim, scale_motion=scale_motion)
+        self.ffn = CCM(dim)
+
+    def forward(self, x, gbuffers, depth, previous, motion, started):
+        x = self.hfb(x, gbuffers) + x
+        x = self.ctr(x, depth, previous, motion, started) + x
+        return self.ffn(x) + x
+
+
+class Upsample2x(nn.Module):
+    """Bilinear x2 then conv3x3 (changes the channel count)."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_dim, out_dim, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+
+
+class RDG(nn.Module):
+    """RDG with ``num_feat`` channels at full LR resolution (16: RDG-s, 36: RDG).
+
+    ``cyclefc``: ``"fast"`` (shift + 1x1 conv) or ``"deform"`` (torchvision deform_conv2d).
+    ``motion_frame``: ``"previous"`` (official) or ``"current"``; ``scale_motion``: scale the
+    motion magnitude with each level (default False, official). See the module docstring.
+    """
+
+    inputs = INPUTS
+    recurrent = True
+
+    def __init__(self, num_feat: int = 16, scale: int = 4, cyclefc: str = "fast",
+                 motion_frame: str = "previous", scale_motion: bool = False):
+        super().__init__()
+        if motion_frame not in ("previous", "current"):
+            raise GbufError(f"rdg: motion_frame must be 'previous' or 'current', not {motion_frame!r}")
+        d = num_feat
+        self.num_feat, self.scale, self.cyclefc, self.motion_frame = d, scale, cyclefc, motion_frame
+        self.first_conv = nn.Conv2d(3, d, 3, 1, 1)
+        # Level widths d, 2d, 3d; skips enter the decoders at 2d and d.
+        self.encoders = nn.ModuleList([nn.Sequential(EncodeLayer(d, cyclefc)), nn.Sequential(EncodeLayer(2 * d, cyclefc))])
+        self.downs = nn.ModuleList([nn.Conv2d(d, 2 * d, 3, 2, 1), nn.Conv2d(2 * d, 3 * d, 3, 2, 1)])
+        self.middle_encoders = nn.Sequential(EncodeLayer(3 * d, cyclefc))
+        self.middle_decoders = DecodeLayer(3 * d, scale_motion=scale_motion)
+        self.ups = nn.ModuleList([Upsample2x(3 * d, 2 * d), Upsample2x(2 * d, d)])
+        self.decoders = nn.ModuleList([DecodeLayer(2 * d, scale_motion=scale_motion),
+                                       DecodeLayer(d, scale_motion=scale_motion)])
+        self.skip_alphas = nn.ParameterList([nn.Parameter(torch.zeros(1, d, 1, 1)),
+                                             nn.Parameter(torch.zeros(1, 2 * d, 1, 1))])
+        self.UpSample = nn.Sequential(nn.Conv2d(d, 3 * scale * scale, 3, 1, 1), nn.PixelShuffle(scale))
+
+    # -- streaming -------------------------------------------------------------------------
+
+    def initial_state(self, frame: dict) -> tuple[torch.Tensor, ...]:
+        """The state before the first frame: zeros, with ``started`` = 0."""
+        image = frame["image"]
+        b = image.shape[0]
+        hp, wp = (_padded(n) for n in image.shape[-2:])
+        zeros = lambda c, f: image.new_zeros(b, c, hp // f, wp // f)  # noqa: E731
+        d = self.num_feat
+        return (zeros(3 * d, 4), zeros(2 * d, 2), zeros(d, 1), zeros(2, 1), image.new_zeros(b, 1, 1, 1))
+
+    def step(self, frame: dict, state=None):
+        """One frame: ``frame`` maps each of ``inputs`` to ``(B, C, H, W)``.
+
+        Returns ``(output (B, 3, sH, sW), new_state)``; ``state=None`` starts a sequence.
+        """
+        _check_frame(frame)
+        image = frame["image"]
+        h, w = image.shape[-2:]
+        if state is None:
+            state = self.initial_state(frame)
+        hidden_quarter, hidden_half, hidden_full, previous_motion, started = state
+        image, depth, motion = (_pad(frame[k]) for k in ("image", "depth", "motion"))
+        gbuffers = _pad(torch.cat([frame["normal"], frame["brdf"]], dim=1))
+        warp_motion = previous_motion if self.motion_frame == "previous" else motion
+
+        x = self.first_conv(image)
+        residual = x
+        skip_full = self.encoders[0](x)
+        skip_half = self.encoders[1](self.downs[0](skip_full))
+        x = self.middle_encoders(self.downs[1](skip_half))
+        guide = (gbuffers, depth)
+        new_quarter = self.middle_decoders(x, *guide, hidden_quarter, warp_motion, started)
+        x = self.ups[0](new_quarter) + self.skip_alphas[1] * skip_half
+        new_half = self.decoders[0](x, *guide, hidden_half, warp_motion, started)
+        x = self.ups[1](new_half) + self.skip_alphas[0] * skip_full
+        new_full = self.decoders[1](x, *guide, hidden_full, warp_motion, started)
+        out = self.UpSample((new_full + residual)[:, :, :h, :w])
+        return out, (new_quarter, new_half, new_full, motion, torch.ones_like(started))
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """``batch``: ``(B, T, C, H, W)`` per key of ``inputs`` -> ``(B, T, 3, sH, sW)``."""
+        _check_batch(batch)
+        state = None
+        outputs = []
+        for t in range(batch["image"].shape[1]):
+            out, state = self.step({k: batch[k][:, t] for k in INPUTS}, state)
+            outputs.append(out)
+        return torch.stack(outputs, dim=1)
+
+
+def _padded(n: int) -> int:
+    return -(-n // PAD_MULTIPLE) * PAD_MULTIPLE
+
+
+def _pad(x: torch.Tensor) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    if (h, w) == (_padded(h), _padded(w)):
+        return x
+    return F.pad(x, (0, _padded(w) - w, 0, _padded(h) - h))
+
+
+def _check_frame(frame: dict) -> None:
+    missing = [k for k in INPUTS if k not in frame]
+    if missing:
+        raise GbufError(f"rdg input: missing buffer {missing[0]!r} (RDG needs {', '.join(INPUTS)})")
+    ref = frame["image"].shape
+    for key in INPUTS:
+        shape = frame[key].shape
+        if len(shape) != 4 or shape[1] != CHANNELS[key] or shape[0] != ref[0] or shape[-2:] != ref[-2:]:
+            raise GbufError(f"rdg input: buffer {key!r} has shape {tuple(shape)}, expected "
+                            f"({ref[0]}, {CHANNELS[key]}, {ref[-2]}, {ref[-1]})")
+
+
+def _check_batch(batch: dict) -> None:
+    missing = [k for k in INPUTS if k not in batch]
+    if missing:
+        raise GbufError(f"rdg input: missing buffer {missing[0]!r} (RDG needs {', '.join(INPUTS)})")
+    ref = batch["image"].shape
+    if len(ref) != 5:
+        raise GbufError(f"rdg input: 'image' has shape {tuple(ref)}, expected (B, T, 3, H, W)")
+    for key in INPUTS:
+        shape = batch[key].shape
+        if len(shape) != 5 or shape[:2] != ref[:2] or shape[2] != CHANNELS[key] or shape[-2:] != ref[-2:]:
+            raise GbufError(f"rdg input: buffer {key!r} has shape {tuple(shape)}, expected "
+                            f"({ref[0]}, {ref[1]}, {CHANNELS[key]}, {ref[-2]}, {ref[-1]})")
