@@ -713,7 +713,7 @@ def _train(config, resume, dist_info, gd, model_registry) -> TrainResult:
             loss, terms = rdg_loss(output, target, weights)
             if not torch.isfinite(loss):
                 where = f"; the last good checkpoint is {last_saved}" if last_saved else ""
-                raise GbufError(f"{out_dir}: loss became {float(loss)} at step {step + 1} "
+                raise GbufError(f"{out_dir}: loss became {float(loss.detach())} at step {step + 1} "
                                 f"(terms: {', '.join(f'{k} {float(v):.4g}' for k, v in terms.items())}); "
                                 f"training stopped{where}")
             optimizer.zero_grad(set_to_none=True)
