@@ -16,7 +16,7 @@ from mathutils import Matrix, Vector
 
 from . import _kit as kit
 
-DESCRIPTION = "courtyard: fine bricks, paving, marble columns, displaced rocks, shrub, railing, rotating lattice; camera dolly"
+DESCRIPTION = "daylight courtyard: fine bricks, paving, marble columns, displaced rocks, shrubs, railing, rotating lattice; camera dolly"
 
 
 def _bricks(rng: random.Random):

@@ -13,7 +13,7 @@ import random
 
 from . import _kit as kit
 
-DESCRIPTION = "night street: wet road, lamps, lit windows, neon signs and cars with head/tail lights, emissive light only; walking camera"
+DESCRIPTION = "night street lit only by emissive lamps, windows, neon signs and car lights; wet road; walking camera"
 
 STREET_HALF = 4.0      # road from y = -4 to 4
 SIDEWALK = 3.0         # then a sidewalk, then the facades

@@ -14,7 +14,7 @@ import random
 
 from . import _kit as kit
 
-DESCRIPTION = "showroom: polished floor, mirror wall, chrome, gold, glass and lacquer objects orbiting and spinning; camera orbit"
+DESCRIPTION = "reflections: polished floor, mirror wall, chrome, gold, glass, lacquer objects orbiting and spinning; camera orbit"
 
 
 def _polished_floor(rng: random.Random):

@@ -14,7 +14,7 @@ import random
 
 from . import _kit as kit
 
-DESCRIPTION = "speedway: cars lapping at 20-45 m/s, spinning windmills, bouncing balls, crowd stands; fast camera pan"
+DESCRIPTION = "fast motion: cars lapping at 20-45 m/s, spinning windmills, bouncing balls, crowd stands; fast camera pan"
 
 TRACK_INNER, TRACK_OUTER = 9.5, 14.5
 
@@ -136,7 +136,8 @@ def build(seed: int = 0, frames: int = 48) -> None:
             t = k * math.pi / 2
             blades.cube((0.18, 1.9, 0.04), (-0.95 * math.sin(t), 0.95 * math.cos(t), 0), (0, 0, t))
         blades.cube((0.3, 0.3, 0.3))
-        blades_obj = blades.object(f"MillBlades{index}", [kit.plain("Blade", (0.9, 0.2, 0.05), roughness=0.3)])
+        blades_obj = blades.object(f"MillBlades{index}",
+                                   [kit.plain("Blade", (0.9, 0.2, 0.05), roughness=0.3)])
         hub = (r * math.cos(a) - 0.2 * math.cos(a), r * math.sin(a) - 0.2 * math.sin(a), 5.0)
         spin = rng.choice((-1, 1)) * rng.uniform(8.0, 14.0)  # rad/s: a blade tip moves ~1 m per frame
         # Face the track: the blades turn in the vertical plane perpendicular to the radius.

@@ -1,8 +1,10 @@
-"""``gbuf scene``: procedural scene recipes (issue 3)."""
+"""``gbuf scene``: list and build the procedural scene recipes (``gbuf.render.recipes``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import click
-
-from gbuf.cli import not_available
 
 
 @click.group()
@@ -13,11 +15,22 @@ def scene() -> None:
 @scene.command("list")
 def list_() -> None:
     """Name the recipes, one line each."""
-    not_available("scene list", "the renderer issue")
+    from gbuf.render import recipes
+
+    names = recipes.names()
+    width = max(len(name) for name in names)
+    for name in names:
+        click.echo(f"{name:<{width}}  {recipes.describe(name)}")
 
 
-@scene.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def build(args) -> None:
-    """Build recipe NAME into OUT.blend."""
-    not_available("scene build", "the renderer issue")
+@scene.command()
+@click.argument("name")
+@click.argument("out", metavar="OUT.blend", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--seed", default=0, show_default=True, type=int, help="Varies layout, colours, paths.")
+@click.option("--frames", type=click.IntRange(min=1), help="Frames 1..N (default: the recipe's, 48).")
+def build(name: str, out: Path, seed: int, frames: int | None) -> None:
+    """Build recipe NAME into OUT.blend (a scene that ``gbuf render`` accepts)."""
+    from gbuf.render import recipes
+
+    path = recipes.build_blend(name, out, seed=seed, frames=frames)
+    click.echo(f"{path}: recipe {name}, seed {seed}")
