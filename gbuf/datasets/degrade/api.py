@@ -154,9 +154,15 @@ def _realworld_out(frame: np.ndarray, encoding: str, rw: dict) -> np.ndarray:
     return x * rw["white"]
 
 
-def _to_stored_image(x: np.ndarray) -> np.ndarray:
-    # Radiance is never negative; bicubic lobes can overshoot below 0 (and, rarely, past float16).
-    return np.clip(x, 0.0, _FLOAT16_MAX)
+def image_range(encoding: str) -> tuple[float, float]:
+    """Where stored LR image values are clamped: radiance is never negative (bicubic lobes
+    overshoot below 0 next to bright edges) and must fit float16; encoded sRGB stays in
+    [0, 1], as MATLAB's uint8 output saturates."""
+    return (0.0, 1.0) if encoding == "srgb" else (0.0, _FLOAT16_MAX)
+
+
+def _to_stored_image(x: np.ndarray, encoding: str = "linear") -> np.ndarray:
+    return np.clip(x, *image_range(encoding))
 
 
 def clip_key(name: str) -> str:
@@ -183,7 +189,7 @@ def _group_attrs(method, scale, seed, cfg, hr_attrs, gb_mode, plan=None) -> dict
         "created_by": f"gbuf {__version__} degrade",
     }
     if method in ("bicubic", "gaussian"):
-        attrs["image_clamp"] = [0.0, _FLOAT16_MAX]
+        attrs["image_clamp"] = list(image_range(attrs["image_encoding"]))
     if plan is not None:
         attrs["clip_draws"] = plan
     return attrs
@@ -302,7 +308,7 @@ def degrade_store(path, method: str, *, scale=4, seed: int = 0, name: str | None
                 for t, lr in enumerate(lr_frames):
                     if t < start:
                         continue        # resuming: frames before `start` are already stored (same bytes)
-                    frame = {"image": _to_stored_image(_realworld_out(lr, encoding, rw))}
+                    frame = {"image": _to_stored_image(_realworld_out(lr, encoding, rw), encoding)}
                     frame.update({b: a[0] for b, a in gbuffer_frames(t, t + 1).items()})
                     writer.append({group: frame})
                     if progress:
@@ -313,7 +319,7 @@ def degrade_store(path, method: str, *, scale=4, seed: int = 0, name: str | None
                     images = _degrade_images(method, hr.read("image", t=slice(t0, t1)), scale, cfg, dev)
                     gbs = gbuffer_frames(t0, t1)
                     for i in range(t1 - t0):
-                        frame = {"image": _to_stored_image(images[i])}
+                        frame = {"image": _to_stored_image(images[i], encoding)}
                         frame.update({b: a[i] for b, a in gbs.items()})
                         writer.append({group: frame})
                         if progress:

@@ -16,8 +16,9 @@ reproduces it to floating-point precision, borders included:
 
 The weights are computed once per (in, out, scale) in float64 numpy; the
 filtering is torch. For an integer reduction factor every output pixel uses
-the same weights, so the interior is a strided sum of shifted views (no
-gather); only the few border pixels whose taps mirror go through a gather.
+the same weights, so the interior is a few small banded matrix products
+(``filters.regular_taps``); only the few border pixels whose taps mirror go
+through a gather.
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ def _resize_bhwr(x, out_h: int, out_w: int, scales: tuple[float, float], antiali
     """Resize a (B, H, W, R) tensor (R: trailing channels, 1 for planar input)."""
     b, h, w, r = x.shape
     dtype = _compute_dtype(x.dtype)
+    # One bulk conversion (float16 storage -> float32) beats converting per band.
+    x = x.to(dtype)
     # MATLAB resizes the dimension with the smallest scale first (stable on ties).
     order = sorted(range(2), key=lambda d: scales[d])
     cur_h, cur_w = h, w
@@ -123,14 +126,11 @@ def _resize_bhwr(x, out_h: int, out_w: int, scales: tuple[float, float], antiali
         if dim == 0:
             x = _resize_dim1(x.reshape(b, cur_h, cur_w * r), out_h, scales[0], antialias, dtype)
             cur_h = out_h
-            x = x.reshape(b, cur_h, cur_w, r)
         else:
-            xt = x.transpose(1, 2).contiguous().reshape(b, cur_w, cur_h * r)
-            xt = _resize_dim1(xt, out_w, scales[1], antialias, dtype)
+            # Rows of a channels-last frame are (W, R) blocks: filter along W in place.
+            x = _resize_dim1(x.reshape(b * cur_h, cur_w, r), out_w, scales[1], antialias, dtype)
             cur_w = out_w
-            x = xt.reshape(b, cur_w, cur_h, r).transpose(1, 2).contiguous()
-    if x.dtype != dtype:        # both dimensions kept their size
-        x = x.to(dtype)
+        x = x.reshape(b, cur_h, cur_w, r)
     return x
 
 

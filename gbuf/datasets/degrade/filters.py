@@ -35,29 +35,55 @@ def border_index(idx: np.ndarray, n: int, mode: str) -> np.ndarray:
     raise ValueError(f"unknown border mode {mode!r}")
 
 
-# Output rows per band: the input band a block reads stays in cache between taps.
+# Output rows per band. Each band is one small matrix product: a (BAND_ROWS x m) banded
+# weight matrix times the m input rows it reads (m = step*(BAND_ROWS-1) + span). That
+# does a few times the multiply-adds of summing shifted views, but runs as a GEMM on
+# rows still in cache; 16 was fastest for x4 of 1080p frames (benchmarks/degrade.py).
 BAND_ROWS = 16
 
 
-def regular_taps(x, out, i0: int, i1: int, starts, offsets, weights, step: int) -> None:
-    """``out[:, i] += sum_k weights[k] * x[:, starts[i] + offsets[k]]`` for i0 <= i < i1.
+def _band_matrix(weights, offsets, step: int, rows: int, dtype, device):
+    import torch
 
-    ``starts[i] = starts[i0] + step * (i - i0)`` and every index is inside ``x``.
-    Works in bands of output rows; each band's input rows are converted to the
-    output dtype once (a float16 source converts cheaply in bulk, slowly per tap).
+    span = int(offsets[-1] - offsets[0]) + 1
+    m = step * (rows - 1) + span
+    band = np.zeros((rows, m), dtype=np.float64)
+    for j in range(rows):
+        band[j, step * j + (np.asarray(offsets) - offsets[0])] = weights
+    return torch.from_numpy(band).to(device=device, dtype=dtype)
+
+
+def regular_taps(x, out, i0: int, i1: int, starts, offsets, weights, step: int) -> None:
+    """``out[:, i] = sum_k weights[k] * x[:, starts[i] + offsets[k]]`` for i0 <= i < i1.
+
+    ``x`` is ``(B, L, R)`` with ``out``'s dtype, ``starts[i] = starts[i0] + step * (i - i0)``
+    and every index is inside ``x``. Wide rows (R >= B, e.g. the H pass of a frame)
+    left-multiply each band of rows by the band matrix; many short rows (the W pass,
+    R = channels) right-multiply the flattened ``(B, L*R)`` view by the band matrix
+    expanded over the R interleaved channels, so neither pass needs a transposed copy.
     """
-    span = int(offsets[-1]) + 1
+    import torch
+
+    span = int(offsets[-1] - offsets[0]) + 1
+    full = _band_matrix(weights, offsets, step, BAND_ROWS, out.dtype, out.device)
+    batch, length, r = x.shape
+    if r >= batch:
+        for b0 in range(i0, i1, BAND_ROWS):
+            n = min(BAND_ROWS, i1 - b0)
+            m = step * (n - 1) + span
+            r0 = int(starts[b0] + offsets[0])
+            out[:, b0:b0 + n] = torch.matmul(full[:n, :m], x[:, r0:r0 + m])
+        return
+    flat_x = x.reshape(batch, length * r)
+    flat_out = out.view(batch, out.shape[1] * r)
+    eye = torch.eye(r, dtype=out.dtype, device=out.device)
+    # (m*R, n*R): column (j, c) takes sum over taps of x[(row, c)].
+    right = torch.kron(full.t().contiguous(), eye)
     for b0 in range(i0, i1, BAND_ROWS):
-        b1 = min(b0 + BAND_ROWS, i1)
-        n = b1 - b0
-        r0 = int(starts[b0])
-        band = x[:, r0 + int(offsets[0]):r0 + step * (n - 1) + span]
-        if band.dtype != out.dtype:
-            band = band.to(out.dtype)
-        dst = out[:, b0:b1]
-        for k, o in enumerate(offsets):
-            start = int(o - offsets[0])
-            dst.add_(band[:, start:start + step * (n - 1) + 1:step], alpha=float(weights[k]))
+        n = min(BAND_ROWS, i1 - b0)
+        m = step * (n - 1) + span
+        r0 = int(starts[b0] + offsets[0])
+        flat_out[:, b0 * r:(b0 + n) * r] = torch.matmul(flat_x[:, r0 * r:(r0 + m) * r], right[:m * r, :n * r])
 
 
 def gather_rows(x, out, rows: np.ndarray, indices: np.ndarray, weights: np.ndarray) -> None:
