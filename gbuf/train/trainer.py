@@ -730,8 +730,15 @@ def _train(config, resume, dist_info, gd, model_registry) -> TrainResult:
 
             log_now = step % config.run.log_every == 0 or step == total
             if log_now or logger.progress is not None:
-                logger.step(step, optimizer.param_groups[0]["lr"], float(loss.detach()),
-                            {k: float(v) for k, v in terms.items()}, log_now)
+                values = torch.stack([loss.detach().float()] + [v.float() for v in terms.values()])
+                if log_now and dist_info.active:
+                    import torch.distributed as dist
+
+                    # logged losses are the mean over all ranks' batches
+                    dist.all_reduce(values)
+                    values = values / world
+                values = values.tolist()
+                logger.step(step, optimizer.param_groups[0]["lr"], values[0], dict(zip(terms, values[1:])), log_now)
             if log_now and dist_info.main and not val_seqs:
                 last_grid = (batch["image"][0, -1], output[0, -1].detach(), target[0, -1])
 
