@@ -130,11 +130,10 @@ def bd_downsample(x, scale: int, sigma: float | None = None, variant: str = DEFA
     b = y.shape[0]
 
     def cols(t, kernel_1d):
-        # (B, rows, W*R) -> (B, rows, count_w*R), filtering along W.
+        # (B, rows, W*R) -> (B, rows, count_w*R), filtering along W: rows are (W, R) blocks.
         rows = t.shape[1]
-        tt = t.reshape(b, rows, w, r).transpose(1, 2).contiguous().reshape(b, w, rows * r)
-        tt = filter_sample(tt, kernel_1d, first_w, scale, count_w, mode, dtype)
-        return tt.reshape(b, count_w, rows, r).transpose(1, 2).contiguous().reshape(b, rows, count_w * r)
+        tt = filter_sample(t.reshape(b * rows, w, r), kernel_1d, first_w, scale, count_w, mode, dtype)
+        return tt.reshape(b, rows, count_w * r)
 
     row_k, col_k = kernel.sum(axis=1), kernel.sum(axis=0)
     if np.allclose(np.outer(row_k, col_k), kernel, rtol=0, atol=1e-15):
