@@ -93,7 +93,8 @@ def _resize_dim1(x, out_length: int, scale: float, antialias: bool, dtype):
     uniform = bool(np.all(weights == weights[0:1]))
     step = int(left[1] - left[0]) if out_length > 1 else 1
     regular = uniform and out_length > 1 and bool(np.all(np.diff(left) == step)) and step >= 1
-    out = torch.zeros((x.shape[0], out_length, x.shape[2]), dtype=dtype, device=x.device)
+    # Every row is written below (regular rows or border rows).
+    out = torch.empty((x.shape[0], out_length, x.shape[2]), dtype=dtype, device=x.device)
     if regular:
         # Rows whose taps all fall inside the image read plain strided views.
         inside = (left + offsets[0] >= 0) & (left + offsets[-1] < in_length)
@@ -117,8 +118,6 @@ def _resize_bhwr(x, out_h: int, out_w: int, scales: tuple[float, float], antiali
     """Resize a (B, H, W, R) tensor (R: trailing channels, 1 for planar input)."""
     b, h, w, r = x.shape
     dtype = _compute_dtype(x.dtype)
-    # One bulk conversion (float16 storage -> float32) beats converting per band.
-    x = x.to(dtype)
     # MATLAB resizes the dimension with the smallest scale first (stable on ties).
     order = sorted(range(2), key=lambda d: scales[d])
     cur_h, cur_w = h, w

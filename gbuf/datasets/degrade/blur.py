@@ -124,7 +124,7 @@ def bd_downsample(x, scale: int, sigma: float | None = None, variant: str = DEFA
     check_bd(h, w, scale, variant, k)
     scale = int(scale)
     dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-    y = x.reshape(-1, h, w * r).to(dtype)
+    y = x.reshape(-1, h, w * r)
     first_h, count_h, mode, _ = bd_grid(h, scale, variant, k)
     first_w, count_w, _, _ = bd_grid(w, scale, variant, k)
     b = y.shape[0]

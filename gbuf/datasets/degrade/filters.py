@@ -56,8 +56,10 @@ def _band_matrix(weights, offsets, step: int, rows: int, dtype, device):
 def regular_taps(x, out, i0: int, i1: int, starts, offsets, weights, step: int) -> None:
     """``out[:, i] = sum_k weights[k] * x[:, starts[i] + offsets[k]]`` for i0 <= i < i1.
 
-    ``x`` is ``(B, L, R)`` with ``out``'s dtype, ``starts[i] = starts[i0] + step * (i - i0)``
-    and every index is inside ``x``. Wide rows (R >= B, e.g. the H pass of a frame)
+    ``x`` is ``(B, L, R)``, ``starts[i] = starts[i0] + step * (i - i0)`` and every index
+    is inside ``x``. Each band is converted to ``out``'s dtype as it is read: converting
+    a whole float16 frame first costs a frame-sized allocation, whose page faults
+    cost more than the filtering. Wide rows (R >= B, e.g. the H pass of a frame)
     left-multiply each band of rows by the band matrix; many short rows (the W pass,
     R = channels) right-multiply the flattened ``(B, L*R)`` view by the band matrix
     expanded over the R interleaved channels, so neither pass needs a transposed copy.
@@ -72,7 +74,7 @@ def regular_taps(x, out, i0: int, i1: int, starts, offsets, weights, step: int) 
             n = min(BAND_ROWS, i1 - b0)
             m = step * (n - 1) + span
             r0 = int(starts[b0] + offsets[0])
-            out[:, b0:b0 + n] = torch.matmul(full[:n, :m], x[:, r0:r0 + m])
+            out[:, b0:b0 + n] = torch.matmul(full[:n, :m], x[:, r0:r0 + m].to(out.dtype))
         return
     flat_x = x.reshape(batch, length * r)
     flat_out = out.view(batch, out.shape[1] * r)
@@ -83,7 +85,8 @@ def regular_taps(x, out, i0: int, i1: int, starts, offsets, weights, step: int) 
         n = min(BAND_ROWS, i1 - b0)
         m = step * (n - 1) + span
         r0 = int(starts[b0] + offsets[0])
-        flat_out[:, b0 * r:(b0 + n) * r] = torch.matmul(flat_x[:, r0 * r:(r0 + m) * r], right[:m * r, :n * r])
+        flat_out[:, b0 * r:(b0 + n) * r] = torch.matmul(flat_x[:, r0 * r:(r0 + m) * r].to(out.dtype),
+                                                        right[:m * r, :n * r])
 
 
 def gather_rows(x, out, rows: np.ndarray, indices: np.ndarray, weights: np.ndarray) -> None:
