@@ -226,3 +226,15 @@ def test_eval_bad_input(trained, tmp_path, gbuf_cli):
         evaluate.evaluate([("bicubic", None)], str(store), vmaf="off", device="cpu", lpips_weights=tmp_path)
     proc = gbuf_cli("eval", "rdg-s", "--data", store)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--ckpt given 0 time(s)" in proc.stderr
+
+
+def test_the_authors_rdg_s_checkpoint_evaluates(shared_reference, trained):
+    """The official RDG_Small.pth (top-level ``params``, with its CycleFC offset constants) loads and
+    upscales the synthetic store far better than an untrained network."""
+    store, ckpt = trained
+    official = shared_reference / "rdg" / "RDG_Small.pth"
+    report = evaluate.evaluate([("rdg-s", official), ("rdg-s", ckpt)], str(store), sequences=["synthetic_000"],
+                               vmaf="off", device="cpu")
+    assert report.models == ["rdg-s", f"rdg-s ({ckpt.name})"]
+    assert report.average("rdg-s", "psnr") > 30.0
+    assert report.average("rdg-s", "psnr") > report.average(f"rdg-s ({ckpt.name})", "psnr") + 10

@@ -112,8 +112,27 @@ def load_model(name: str, checkpoint=None, *, scale: int = 4, device="cpu", weig
     if model_checkpoints is not None and hasattr(model_checkpoints, "load_state"):
         model_checkpoints.load_state(module, params, where=str(checkpoint))
     else:
-        load_state_strict(module, params, str(checkpoint))
+        load_state_strict(module, _drop_constant_buffers(module, params, checkpoint), str(checkpoint))
     return LoadedModel(name, module.to(device).eval(), checkpoint, normalize, key)
+
+
+def _drop_constant_buffers(module, params: dict, where) -> dict:
+    """Drop file entries that are non-persistent buffers of ``module`` holding the same values.
+
+    The authors' files save constants the gbuf models rebuild instead of storing (RDG's CycleFC
+    ``offset``); they are checked, not trusted, and a different value is an error.
+    """
+    own = module.state_dict()
+    constants = dict(module.named_buffers())
+    kept = {}
+    for key, value in params.items():
+        if key not in own and key in constants:
+            if tuple(value.shape) != tuple(constants[key].shape) or not torch.equal(
+                    value.to(constants[key].dtype), constants[key].cpu()):
+                raise GbufError(f"{where}: {key} differs from the constant this model uses")
+            continue
+        kept[key] = value
+    return kept
 
 
 @torch.no_grad()
