@@ -165,6 +165,28 @@ def test_realworld_is_deterministic_and_records_clip_draws(store):
     assert len(draws["stage1"]["jpeg"]["quality"]) == T and "codec" in draws["final"]["video"]
     img = a.read("image")
     assert img.shape == (T, 16, 24, 3) and np.isfinite(img).all() and img.min() >= 0 and img.max() <= 1.0
+    # Linear store: degraded in sRGB-encoded 8-bit space, stored decoded back to linear, so every
+    # stored value is the linear value of an 8-bit sRGB level (up to float16 rounding).
+    levels = R.srgb_encode(torch.from_numpy(img.astype(np.float64))).numpy() * 255
+    assert np.abs(levels - np.round(levels)).max() < 0.15
+    assert a.attrs["method_params"]["settings"]["transfer"] == "srgb"
+
+
+def test_realworld_transfer_and_white_level():
+    from gbuf.datasets.degrade.api import _realworld_in, _realworld_out
+
+    lin = np.array([[[0.0, 0.18, 0.5], [1.0, 2.0, 8.0]]], dtype=np.float32)
+    rw = {"transfer": "srgb", "white": 1.0}
+    enc = _realworld_in(lin, "linear", rw)
+    assert enc.max() == pytest.approx(1.0, abs=1e-6) and enc[0, 0, 1] == pytest.approx(0.4614, abs=1e-3)    # highlights clip
+    assert np.allclose(_realworld_out(enc, "linear", rw), np.minimum(lin, 1.0), atol=1e-6)
+    rw4 = {"transfer": "srgb", "white": 4.0}
+    back = _realworld_out(_realworld_in(lin, "linear", rw4), "linear", rw4)
+    assert np.allclose(back, np.minimum(lin, 4.0), atol=1e-5)                   # headroom kept up to white
+    rwl = {"transfer": "linear", "white": 1.0}
+    assert np.allclose(_realworld_in(lin, "linear", rwl), np.clip(lin, 0, 1))
+    # an sRGB-encoded store is already display-referred: no conversion
+    assert np.array_equal(_realworld_in(enc, "srgb", rw), enc)
 
 
 def test_realworld_resume_gives_the_same_bytes(store, tmp_path):

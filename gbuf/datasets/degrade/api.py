@@ -137,7 +137,7 @@ def _realworld_in(frames: np.ndarray, encoding: str, rw: dict) -> np.ndarray:
 
     x = np.clip(frames.astype(np.float32) / (rw["white"] if encoding == "linear" else 1.0), 0.0, 1.0)
     if encoding == "linear" and rw["transfer"] == "srgb":
-        x = srgb_encode(torch.from_numpy(x)).numpy()
+        x = np.clip(srgb_encode(torch.from_numpy(x)).numpy(), 0.0, 1.0)
     return x
 
 
