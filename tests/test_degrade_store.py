@@ -247,7 +247,7 @@ def test_bad_input_is_refused_before_writing(tmp_path):
 
 def test_cli_store_and_errors(tmp_path):
     path = make_store(tmp_path / "c.zarr", frames=2, h=32, w=48)
-    ok = run_gbuf("degrade", path, "--gaussian", "--variant", "duf", "--name", "bd")
+    ok = run_gbuf("degrade", path, "--gaussian", "--variant", "duf", "--name", "bd", "--threads", "1")
     assert ok.returncode == 0, ok.stderr
     assert "wrote seq_a/bd" in ok.stdout
     assert gd.open(path)["seq_a"]["bd"].attrs["method_params"]["variant"] == "duf"

@@ -26,10 +26,11 @@ from gbuf.errors import GbufError
               help="How depth/normal/brdf/motion are resampled (default point).")
 @click.option("--no-video", is_flag=True, help="--realworld: skip the video-compression steps.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--threads", type=int, help="torch CPU threads (default: torch's; 1 is best on a busy machine).")
 @click.option("--input", "input_dir", type=click.Path(file_okay=False), help="A folder of PNG/EXR frames.")
 @click.option("--output", "output_dir", type=click.Path(file_okay=False), help="Where --input's LR frames go.")
 def degrade(ds, method, scale, seed, group, config_path, overwrite, variant, sigma, gbuffer_mode, no_video,
-            device, input_dir, output_dir) -> None:
+            device, threads, input_dir, output_dir) -> None:
     """Make an LR group from HR in every sequence of DS: --bicubic, --gaussian or --realworld.
 
     With --input/--output instead of DS, degrade a folder of PNG (sRGB) or EXR
@@ -58,12 +59,12 @@ def degrade(ds, method, scale, seed, group, config_path, overwrite, variant, sig
         if group:
             raise GbufError("--name applies to a dataset, not to --input/--output")
         out = degrade_folder(input_dir, output_dir, method, scale=scale, seed=seed, config=config_path,
-                             overrides=overrides, overwrite=overwrite, device=device)
+                             overrides=overrides, overwrite=overwrite, device=device, threads=threads)
         click.echo(f"wrote {out}")
         return
     if not ds:
         raise GbufError("give a dataset DS (or --input FOLDER --output FOLDER)")
     written = degrade_store(ds, method, scale=scale, seed=seed, name=group, config=config_path,
-                            overrides=overrides, overwrite=overwrite, device=device)
+                            overrides=overrides, overwrite=overwrite, device=device, threads=threads)
     for seq, grp in written:
         click.echo(f"{ds}: wrote {seq}/{grp}")

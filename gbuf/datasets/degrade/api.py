@@ -50,6 +50,34 @@ def resolve_device(device: str | None):
     return dev
 
 
+class torch_threads:
+    """Run a block with ``torch.set_num_threads(n)`` (None: leave it), restoring it after.
+
+    The filters run many small matrix products; on a busy machine every one of
+    them waits for a descheduled OpenMP thread, so fewer threads can be far faster.
+    """
+
+    def __init__(self, n: int | None):
+        self.n = n
+        self.before = None
+
+    def __enter__(self):
+        if self.n is not None:
+            import torch
+
+            if self.n < 1:
+                raise GbufError(f"threads must be >= 1, got {self.n}")
+            self.before = torch.get_num_threads()
+            torch.set_num_threads(int(self.n))
+        return self
+
+    def __exit__(self, *exc):
+        if self.before is not None:
+            import torch
+
+            torch.set_num_threads(self.before)
+
+
 def check_scale(method: str, scale, *, integer: bool) -> float | int:
     """Validate the scale; integer methods (and stores) need an integer >= 1."""
     if method not in METHODS:
@@ -216,14 +244,24 @@ def _scan_nonfinite(res, buffers: list[str], num_frames: int) -> None:
 
 def degrade_store(path, method: str, *, scale=4, seed: int = 0, name: str | None = None, config=None,
                   overrides: dict | None = None, overwrite: bool = False, device: str | None = "cpu",
-                  sequences: list[str] | None = None, progress=None) -> list[tuple[str, str]]:
+                  sequences: list[str] | None = None, progress=None,
+                  threads: int | None = None) -> list[tuple[str, str]]:
     """Add a degraded LR group to every sequence of the store at ``path``.
 
     ``config``: a TOML/YAML file (or None for the published defaults);
     ``overrides``: a dict in the same shape (the CLI's flags). Returns
     ``[(sequence, group), ...]``. ``progress(sequence, frames_done, num_frames)``
-    is called after every frame when given.
+    is called after every frame when given; ``threads`` sets torch's CPU threads
+    for the run.
     """
+    with torch_threads(threads):
+        return _degrade_store(path, method, scale=scale, seed=seed, name=name, config=config,
+                              overrides=overrides, overwrite=overwrite, device=device, sequences=sequences,
+                              progress=progress)
+
+
+def _degrade_store(path, method, *, scale, seed, name, config, overrides, overwrite, device, sequences,
+                   progress):
     import gbuf.datasets as gd
     from gbuf.datasets.degrade import gbuffers as G
     from gbuf.datasets.degrade import realworld as R
@@ -381,13 +419,20 @@ def _write_frame(path: Path, data: np.ndarray, how: dict) -> None:
 
 def degrade_folder(input_dir, output_dir, method: str, *, scale=4, seed: int = 0, config=None,
                    overrides: dict | None = None, overwrite: bool = False, device: str | None = "cpu",
-                   progress=None) -> Path:
+                   progress=None, threads: int | None = None) -> Path:
     """Degrade a folder of PNG (display-referred sRGB) or EXR (linear) frames into ``output_dir``.
 
     Output frames keep their names and format; ``degrade.json`` records the
     method, its parameters and every per-clip draw. The output is written to a
     temporary folder and renamed into place at the end.
     """
+    with torch_threads(threads):
+        return _degrade_folder(input_dir, output_dir, method, scale=scale, seed=seed, config=config,
+                               overrides=overrides, overwrite=overwrite, device=device, progress=progress)
+
+
+def _degrade_folder(input_dir, output_dir, method, *, scale, seed, config, overrides, overwrite, device,
+                    progress):
     from gbuf.datasets.degrade import realworld as R
 
     src, dst = Path(input_dir), Path(output_dir)
