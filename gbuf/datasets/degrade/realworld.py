@@ -184,7 +184,7 @@ def filter2d(x, kernel: np.ndarray):
     cols = torch.from_numpy(border_index(np.arange(-half, w + half), w, "reflect")).to(x.device)
     padded = x.index_select(2, rows).index_select(3, cols)
     weight = torch.from_numpy(np.ascontiguousarray(kernel)).to(device=x.device, dtype=x.dtype)
-    weight = weight.expand(c, 1, k, k)
+    weight = weight.expand(c, 1, k, k).contiguous()
     return F.conv2d(padded, weight, groups=c)
 
 
