@@ -152,7 +152,7 @@ def build(seed: int = 0, frames: int = 48) -> None:
     for index in range(rng.randint(7, 10)):
         rock = kit.MeshBuilder()
         radius = rng.uniform(0.2, 0.55)
-        verts = rock.ico(radius, subdivisions=4)
+        verts = rock.ico(radius, subdivisions=5)
         kit.displace(verts, radius * 0.45, 2.5 / radius, center=(0, 0, 0),
                      offset=kit.random_offset(rng))
         side = rng.choice((-1, 1))
