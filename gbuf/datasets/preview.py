@@ -357,8 +357,10 @@ def _legend_motion(sheet, draw, box, scale: float, largest: float, mean: float, 
     wheel = Image.fromarray(flow_wheel(radius, scale), "RGBA")
     centre = (right - radius - 8, top + 4 + radius)
     sheet.paste(wheel, (centre[0] - radius, centre[1] - radius), wheel)
-    for dx, dy in ((1, 0), (0, 1)):  # the +x and +y (down) axes of the wheel
-        draw.line((centre[0], centre[1], centre[0] + dx * radius, centre[1] + dy * radius), fill=(40, 40, 40))
+    # Short +x and +y (down) axis marks; they stop at half radius so the saturated rim stays readable.
+    for dx, dy in ((1, 0), (0, 1)):
+        draw.line((centre[0], centre[1], centre[0] + dx * radius // 2, centre[1] + dy * radius // 2),
+                  fill=(40, 40, 40))
     draw.text((left + 6, top + 4), "hue = direction (y down), white = still", font=font, fill=DIM_TEXT)
     draw.text((left + 6, top + 22), f"full colour at |m| >= {_fmt(scale)} {unit}", font=font, fill=TEXT)
     draw.text((left + 6, top + 40), f"max |m| {_fmt(largest)} {unit}, mean {_fmt(mean)}", font=font, fill=TEXT)
@@ -441,8 +443,8 @@ def render_sheet(frame: dict[str, np.ndarray], title: str, *, scales: Scales | N
             if name == "alpha":
                 lo, hi = 0.0, 1.0
             rgb = colour_scalar(v, lo, hi)
-            label = f"{name}"
-            _legend_scalar(sheet, draw, legend, lo, hi, font, "value")
+            label = "alpha  coverage by geometry" if name == "alpha" else name
+            _legend_scalar(sheet, draw, legend, lo, hi, font, "coverage" if name == "alpha" else "value")
         if name in notes:
             label += f"  {notes[name]}"
         sheet.paste(_resize(rgb, layout.picture_size, layout.zoom), tile.picture[:2])
