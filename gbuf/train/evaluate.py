@@ -139,7 +139,7 @@ def _drop_constant_buffers(module, params: dict, where) -> dict:
 def model_frames(model, batch: dict, device, amp_dtype=None):
     """Run ``model`` on one segment (``batch``: keys -> ``(1, T, C, H, W)`` on ``device``).
 
-    Yields the output frames ``(3, sH, sW)`` as float32 CPU tensors, in order. A
+    Yields the output frames ``(3, sH, sW)`` as float32 tensors on ``device``, in order. A
     recurrent model runs frame by frame through ``step`` (bounded memory); the
     others see the whole segment at once.
     """
@@ -151,12 +151,12 @@ def model_frames(model, batch: dict, device, amp_dtype=None):
         for t in range(inputs["image"].shape[1]):
             with autocast(torch.device(device), amp_dtype):
                 out, state = model.step({k: v[:, t] for k, v in inputs.items()}, state)
-            yield out[0].float().cpu()
+            yield out[0].float()
     else:
         with autocast(torch.device(device), amp_dtype):
             out = model(inputs)
         for t in range(out.shape[1]):
-            yield out[0, t].float().cpu()
+            yield out[0, t].float()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,7 +330,8 @@ def evaluate(models: list[tuple[str, str | None]], data: str, *, sequences=None,
             batch = network_batch({k: v[None] for k, v in item.items() if torch.is_tensor(v)}, dev,
                                   lm.normalize)
             hr_enc, lr_enc = encodings[name]
-            target = to_display(batch[fmt.hr_key("image")][0].float().cpu(), lm.normalize, hr_enc)
+            # metrics run where the model ran (float64 on the GPU is far faster than on the CPU)
+            target = to_display(batch[fmt.hr_key("image")][0].float(), lm.normalize, hr_enc)
             hr_h, hr_w = target.shape[-2:]
             row = profile_rows.setdefault(name, hr_h // 2 if profile_row is None else int(profile_row))
             if not 0 <= row < hr_h:
@@ -356,16 +357,16 @@ def evaluate(models: list[tuple[str, str | None]], data: str, *, sequences=None,
                 if lpips is not None:
                     fs["lpips"].append(lpips(out, target[t]))
                 if motion is not None and name in previous_output:
-                    err, _ = metrics.warping_error(previous_output[name], out, motion[t],
-                                                   None if depth is None else depth[t])
+                    err, _ = metrics.warping_error(previous_output[name], out, motion[t].to(out.device),
+                                                   None if depth is None else depth[t].to(out.device))
                     if not math.isnan(err):
                         fs["ewarp"].append(err * 1e3)
                 previous_output[name] = out
                 if use_vmaf:
                     vmaf_sessions[name].add(_hwc_uint8(out), _hwc_uint8(target[t]))
-                outs.append(out[:, row, :].permute(1, 0).numpy())
+                outs.append(out[:, row, :].permute(1, 0).cpu().numpy())
                 if mi == 0:
-                    profiles[name].setdefault("hr", []).append(target[t][:, row, :].permute(1, 0).numpy())
+                    profiles[name].setdefault("hr", []).append(target[t][:, row, :].permute(1, 0).cpu().numpy())
                     up = F.interpolate(lr_display[t][None], scale_factor=scale, mode="bicubic",
                                        align_corners=False)[0].clamp(0, 1)
                     profiles[name].setdefault("lr_bicubic", []).append(up[:, row, :].permute(1, 0).numpy())
@@ -394,7 +395,7 @@ def evaluate(models: list[tuple[str, str | None]], data: str, *, sequences=None,
 def _hwc_uint8(image) -> np.ndarray:
     from gbuf.train.metrics import to_uint8
 
-    return to_uint8(image).permute(1, 2, 0).numpy().astype(np.uint8)
+    return to_uint8(image).permute(1, 2, 0).cpu().numpy().astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -78,28 +78,40 @@ def psnr(output, target, crop: int = 0, y_channel: bool = False) -> float:
 
 
 def _gaussian_window(device):
+    """The 11-tap Gaussian (sigma 1.5), normalised; the 2-D window is its outer product."""
     import torch
 
     coords = torch.arange(11, dtype=torch.float64, device=device) - 5
     g = torch.exp(-(coords ** 2) / (2 * 1.5 ** 2))
-    g = g / g.sum()
-    return torch.outer(g, g)[None, None]
+    return g / g.sum()
+
+
+def _filter_valid(x, g):
+    """``x`` (N, 1, H, W) filtered with the separable window, 'valid' region only."""
+    # Shifted sums rather than conv2d: float64 convolution on the CPU takes a slow generic path.
+    h, w = x.shape[-2] - 10, x.shape[-1] - 10
+    taps = [float(v) for v in g]
+    rows = x[..., 0:h, :] * taps[0]
+    for k in range(1, 11):
+        rows.add_(x[..., k:k + h, :], alpha=taps[k])
+    out = rows[..., 0:w] * taps[0]
+    for k in range(1, 11):
+        out.add_(rows[..., k:k + w], alpha=taps[k])
+    return out
 
 
 def ssim(output, target, crop: int = 0, y_channel: bool = False) -> float:
     """SSIM of one ``(3, H, W)`` image in [0, 1] against the target (8-bit, per channel, averaged)."""
-    import torch.nn.functional as F
-
     a, b = _prepare(output, target, crop, y_channel)
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     window = _gaussian_window(a.device)
     a, b = a[:, None], b[:, None]  # channels as batch: (C, 1, H, W)
     if a.shape[-1] < 11 or a.shape[-2] < 11:
         raise GbufError(f"ssim: images of {a.shape[-2]}x{a.shape[-1]} are smaller than the 11x11 window")
-    mu_a, mu_b = F.conv2d(a, window), F.conv2d(b, window)
-    var_a = F.conv2d(a * a, window) - mu_a ** 2
-    var_b = F.conv2d(b * b, window) - mu_b ** 2
-    cov = F.conv2d(a * b, window) - mu_a * mu_b
+    mu_a, mu_b = _filter_valid(a, window), _filter_valid(b, window)
+    var_a = _filter_valid(a * a, window) - mu_a ** 2
+    var_b = _filter_valid(b * b, window) - mu_b ** 2
+    cov = _filter_valid(a * b, window) - mu_a * mu_b
     ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
     return float(ssim_map.mean(dim=(1, 2, 3)).mean())
 

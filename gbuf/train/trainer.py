@@ -782,7 +782,7 @@ def validate(model, ds, sequences, config: cfg.TrainConfig, lr_buffers, hr_buffe
     """
     import gbuf.datasets as gd
     from gbuf.train import metrics
-    from gbuf.train.evaluate import model_frames
+    from gbuf.train.evaluate import model_frames, to_display
 
     normalize = None if config.data.normalize == "none" else config.data.normalize
     segment = config.data.val_frames or 100
@@ -800,15 +800,18 @@ def validate(model, ds, sequences, config: cfg.TrainConfig, lr_buffers, hr_buffe
         item = data[index]
         batch = network_batch({k: v[None] for k, v in item.items() if torch.is_tensor(v)}, device,
                               config.data.normalize)
-        target = batch[fmt.hr_key("image")][0]
+        # scored in the display domain, as gbuf eval does
+        encoding = ds[name][fmt.HR].attrs.get("image_encoding", "linear")
+        target = to_display(batch[fmt.hr_key("image")][0], config.data.normalize, encoding)
         scores = per_sequence.setdefault(name, [])
         last = None
         for t, out in enumerate(model_frames(model, batch, device, amp_dtype)):
-            scores.append((metrics.psnr(out, target[t].cpu()), metrics.ssim(out, target[t].cpu())
+            out = to_display(out, config.data.normalize, encoding)
+            scores.append((metrics.psnr(out, target[t]), metrics.ssim(out, target[t])
                            if min(out.shape[-2:]) >= 11 else float("nan")))
             last = (t, out)
         if grid is None and last is not None:
-            grid = image_grid(batch["image"][0, last[0]].cpu(), last[1], target[last[0]].cpu())
+            grid = image_grid(batch["image"][0, last[0]], last[1], target[last[0]])
     if was_training:
         model.train()
     seq_psnr = [float(np.mean([s[0] for s in v])) for v in per_sequence.values()]

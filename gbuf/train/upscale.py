@@ -77,7 +77,7 @@ class VideoWriter:
 def _hwc(image) -> np.ndarray:
     from gbuf.train.metrics import to_uint8
 
-    return to_uint8(image).permute(1, 2, 0).numpy().astype(np.uint8)
+    return to_uint8(image).permute(1, 2, 0).cpu().numpy().astype(np.uint8)
 
 
 def _labelled(panels: list[tuple[str, np.ndarray]], max_width: int) -> np.ndarray:
@@ -226,13 +226,13 @@ def upscale(model: str, data: str, sequence: str, out, *, checkpoint=None, lr_gr
                     pngs.append(path)
                 if exr:
                     path = out / "exr" / f"{frame_index:04d}.exr"
-                    linear = to_linear(output, lm.normalize, hr_enc).permute(1, 2, 0).numpy()
+                    linear = to_linear(output, lm.normalize, hr_enc).permute(1, 2, 0).cpu().numpy()
                     write_exr(path, linear)
                     exrs.append(path)
                 if writer is not None:
                     writer.write(shown)
                 if compare:
-                    up = F.interpolate(lr_display[t][None], scale_factor=scale, mode="bicubic",
+                    up = F.interpolate(lr_display[t][None].to(output.device), scale_factor=scale, mode="bicubic",
                                        align_corners=False)[0]
                     panels = [("LR bicubic", _hwc(up)), (model, shown)]
                     if hr_display is not None:
