@@ -90,8 +90,8 @@ def buffer_channels(key: str) -> int:
 def example_frame(model, lr_size, device="cpu", batch: int = 1, seed: int = 0) -> dict:
     """Random inputs for one frame: ``(B, C, H, W)`` per key of ``model.inputs``.
 
-    Values in [0, 1] (the normalised range), motion in [-2, 2] pixels; HR keys at ``model.scale``
-    times the LR size.
+    Smooth fields with values in [0, 1] (the normalised range), motion in [-2, 2] pixels; HR keys
+    at ``model.scale`` times the LR size.
     """
     import torch
 
@@ -100,12 +100,18 @@ def example_frame(model, lr_size, device="cpu", batch: int = 1, seed: int = 0) -
     inputs = getattr(model, "inputs", None)
     if not inputs:
         raise GbufError(f"{type(model).__name__}: the model declares no inputs (model.inputs)")
+    import torch.nn.functional as F
+
     generator = torch.Generator().manual_seed(seed)
     h, w = lr_size
     frame = {}
     for key in inputs:
         s = model.scale if key.startswith(fmt.HR_PREFIX) else 1
-        values = torch.rand(batch, buffer_channels(key), h * s, w * s, generator=generator)
+        size = (h * s, w * s)
+        # Smooth random fields (noise at 1/4 size, upsampled), closer to rendered buffers than
+        # white noise, which drives the features of trained models far out of their range.
+        coarse = torch.rand(batch, buffer_channels(key), -(-size[0] // 4), -(-size[1] // 4), generator=generator)
+        values = F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
         if key.endswith("motion"):
             values = values * 4.0 - 2.0
         frame[key] = values.to(device)

@@ -136,10 +136,6 @@ class CycleFC(nn.Module):
         shifts = cycle_shifts(channels, span)
         # Channels c, c + span, c + 2*span ... share a shift, so each group is one strided slice.
         self._groups = [(first, shifts[first]) for first in range(min(span, channels))]
-        # The fast form concatenates the groups one after another; the 1x1 weight's input
-        # columns are permuted to match instead of permuting the activations back.
-        order = torch.cat([torch.arange(first, channels, span) for first, _ in self._groups])
-        self.register_buffer("_order", order, persistent=False)
         # Not saved in the state dict: these are constants of the layer, not weights.
         self.register_buffer("offset", self.official_offset(), persistent=False)
 
@@ -156,29 +152,24 @@ class CycleFC(nn.Module):
 
             b, _, h, w = x.shape
             return deform_conv2d(x, self.offset.to(x.dtype).expand(b, -1, h, w), self.weight, self.bias)
-        return F.conv2d(self._shifted_groups(x), self.weight[:, self._order], self.bias)
-
-    def _shifted_groups(self, x: torch.Tensor) -> torch.Tensor:
-        """The shifted channels, grouped by shift (in ``self._order``): out[p] = in[p + shift], zeros enter."""
-        dim = 3 if self.axis == "x" else 2
-        size = x.shape[dim]
-        pieces = []
-        for first, shift in self._groups:
-            group = x[:, first::self.span]
-            lo, hi = max(shift, 0), size + min(shift, 0)
-            if hi <= lo:  # the shift moves everything out (tiny inputs)
-                pieces.append(torch.zeros_like(group))
-                continue
-            valid = group.narrow(dim, lo, hi - lo)
-            before, after = max(-shift, 0), max(shift, 0)
-            pieces.append(F.pad(valid, (before, after, 0, 0) if dim == 3 else (0, 0, before, after)))
-        return torch.cat(pieces, dim=1)
+        return F.conv2d(self.shift(x), self.weight, self.bias)
 
     def shift(self, x: torch.Tensor) -> torch.Tensor:
-        """Every channel moved by its shift, in channel order (what the 1x1 convolution sees)."""
-        inverse = torch.empty_like(self._order)
-        inverse[self._order] = torch.arange(self.channels, device=self._order.device)
-        return self._shifted_groups(x)[:, inverse]
+        """Channel c moved so that ``out[p] = x[p + shift[c]]`` along the axis, zeros entering."""
+        dim = 3 if self.axis == "x" else 2
+        size = x.shape[dim]
+        out = torch.zeros_like(x)
+        for first, shift in self._groups:
+            lo, hi = max(shift, 0), size + min(shift, 0)
+            if hi <= lo:  # the shift moves everything out (tiny inputs)
+                continue
+            # One strided slice per group: a few large copies instead of one per channel.
+            source = x[:, first::self.span].narrow(dim, lo, hi - lo)
+            if dim == 3:
+                out[:, first::self.span, :, lo - shift:hi - shift] = source
+            else:
+                out[:, first::self.span, lo - shift:hi - shift] = source
+        return out
 
     def extra_repr(self) -> str:
         return f"{self.channels}, axis={self.axis}, span={self.span}, form={self.form}"
@@ -314,6 +305,8 @@ class RDG(nn.Module):
 
     inputs = INPUTS
     recurrent = True
+    #: Names of the state tensors (ONNX input names of the exported step).
+    state_names = ("hidden_quarter", "hidden_half", "hidden_full", "previous_motion", "started")
 
     def __init__(self, num_feat: int = 16, scale: int = 4, cyclefc: str = "fast",
                  motion_frame: str = "previous", scale_motion: bool = False):
