@@ -373,9 +373,9 @@ class _Logger:
                                        TimeRemainingColumn)
 
             self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]} it/s"), TextColumn("{task.fields[terms]}"),
-                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console)
+                TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]} it/s"), TimeElapsedColumn(), TextColumn("ETA"),
+                TimeRemainingColumn(), TextColumn("{task.fields[terms]}"), console=self.console)
             self.progress.start()
             self.task = self.progress.add_task(config.model, total=self.total, completed=first_step - 1,
                                                rate="-", terms="")
