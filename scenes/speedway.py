@@ -164,14 +164,14 @@ def build(seed: int = 0, frames: int = 48) -> None:
     # The camera pans at pan_rate; the cars lap faster or slower, so they overtake the view or fall out of it.
     pan_rate = rng.uniform(0.6, 0.9)  # rad/s
     pan_start = rng.uniform(0, 2 * math.pi)
-    count = 6
+    count = 8
     for index in range(count):
         car = _car(index, rng)
         lane = TRACK_INNER + 1.0 + (index % 3) * 1.5
         speed = rng.uniform(20.0, 45.0)  # m/s
         rate = speed / lane
-        # Spread the cars around the first part of the pan so some are always on screen.
-        start = pan_start + (index - count / 2) * 0.7 + rng.uniform(-0.15, 0.15)
+        # Spread evenly round the loop: whatever the speeds, a car is never far from the view.
+        start = pan_start + 2 * math.pi * index / count + rng.uniform(-0.2, 0.2)
 
         def drive(f: int, lane=lane, rate=rate, start=start) -> kit.Pose:
             a = start + rate * kit.seconds(f)
