@@ -1,0 +1,197 @@
+"""RDG / RDG-s: parameter counts, the official checkpoint, streaming, CycleFC forms, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gbuf.errors import GbufError
+from gbuf.train import checkpoints, models
+from gbuf.train.models import rdg as rdg_module
+
+
+def _count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _clip(b=1, t=3, h=12, w=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    clip = {k: torch.rand(b, t, c, h, w, generator=g) for k, c in rdg_module.CHANNELS.items()}
+    clip["motion"] = clip["motion"] * 4 - 2
+    return clip
+
+
+@pytest.mark.parametrize("name, expected", [("rdg", 1_473_600), ("rdg-s", 303_680)])
+def test_parameter_counts_match_the_paper(name, expected):
+    model = models.create(name)
+    assert _count(model) == expected
+    assert model.recurrent and model.scale == 4
+    assert tuple(model.inputs) == ("image", "depth", "normal", "motion", "brdf")
+
+
+def test_forward_backward_on_cpu_with_odd_size():
+    torch.manual_seed(0)
+    model = models.create("rdg-s")
+    clip = _clip(b=2, t=2, h=10, w=14)  # not multiples of 4: padded inside, cropped back
+    out = model(clip)
+    assert out.shape == (2, 2, 3, 40, 56)
+    out.square().mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    # Every parameter but CTR's unused alphas gets a gradient.
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert all(n.endswith("ctr.alpha") for n in missing) and len(missing) == 3
+    assert all(torch.isfinite(g).all() for g in grads if g is not None)
+
+
+def test_step_equals_sequence_forward():
+    torch.manual_seed(0)
+    model = models.create("rdg-s").eval()
+    clip = _clip(t=3)
+    with torch.no_grad():
+        whole = model(clip)
+        state, frames = None, []
+        for t in range(3):
+            out, state = model.step({k: v[:, t] for k, v in clip.items()}, state)
+            frames.append(out)
+        # An explicit initial state is the same as None (what the ONNX graph relies on).
+        first = {k: v[:, 0] for k, v in clip.items()}
+        out0, _ = model.step(first, model.initial_state(first))
+    assert torch.equal(torch.stack(frames, 1), whole)
+    assert torch.equal(out0, whole[:, 0])
+
+
+def test_previous_hidden_state_is_warped_with_the_previous_frames_motion():
+    """The official quirk: frame t's output depends on motion[t-1], not on motion[t]."""
+    torch.manual_seed(0)
+    model = models.create("rdg-s").eval()
+    for p in model.skip_alphas:
+        torch.nn.init.normal_(p)  # the zero-initialised skips would hide nothing here, but be sure
+    clip = _clip(t=3, h=16, w=16)
+    changed_last = {k: v.clone() for k, v in clip.items()}
+    changed_last["motion"][:, 2] += 3.0
+    changed_middle = {k: v.clone() for k, v in clip.items()}
+    changed_middle["motion"][:, 1] += 3.0
+    with torch.no_grad():
+        base, last, middle = model(clip), model(changed_last), model(changed_middle)
+    assert torch.equal(base, last)  # the last frame's own motion is never used
+    assert torch.equal(base[:, :2], middle[:, :2])
+    assert not torch.allclose(base[:, 2], middle[:, 2])
+    current = models.create("rdg-s", motion_frame="current").eval()
+    current.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(current(clip)[:, 2], current(changed_last)[:, 2])
+
+
+def test_warp_follows_the_gbuf_motion_convention():
+    """motion = displacement to frame t-1 (x right, y down): warp(prev, m)[p] = prev[p + m]."""
+    prev = torch.zeros(1, 1, 8, 8)
+    prev[0, 0, 5, 3] = 1.0  # y=5, x=3 in frame t-1
+    motion = torch.zeros(1, 2, 8, 8)
+    motion[:, 0], motion[:, 1] = 2.0, -1.0  # the surface moved 2 left and 1 down from t-1 to t
+    warped = rdg_module.warp_previous(prev, motion)
+    assert warped[0, 0, 6, 1] == 1.0 and warped.sum() == 1.0
+
+
+def test_cyclefc_fast_form_equals_deform_conv2d():
+    torch.manual_seed(0)
+    for channels, axis in ((16, "x"), (36, "y"), (5, "x")):
+        fast = rdg_module.CycleFC(channels, axis, "fast")
+        deform = rdg_module.CycleFC(channels, axis, "deform")
+        deform.load_state_dict(fast.state_dict())
+        x = torch.randn(2, channels, 9, 11)
+        assert (fast(x) - deform(x)).abs().max() < 1e-5
+    # Shifts cover -3..3 and run out of the image cleanly on tiny inputs.
+    tiny = rdg_module.CycleFC(16, "x", "fast")
+    assert tiny.shift(torch.ones(1, 16, 2, 2))[0, 3].sum() == 0  # channel 3 shifts by 3 > width
+
+
+def test_fast_and_deform_models_agree():
+    torch.manual_seed(0)
+    fast = models.create("rdg-s").eval()
+    deform = models.create("rdg-s", cyclefc="deform").eval()
+    deform.load_state_dict(fast.state_dict())
+    clip = _clip(t=2, h=12, w=16)
+    with torch.no_grad():
+        assert (fast(clip) - deform(clip)).abs().max() < 1e-5
+
+
+def test_official_checkpoint_reproduces_the_reference_output(shared_reference):
+    data = np.load(shared_reference / "rdg" / "rdg_small_io_seed0.npz")
+    batch = {k: torch.from_numpy(data[k]) for k in rdg_module.INPUTS}
+    expected = torch.from_numpy(data["output"])
+    for form in ("fast", "deform"):
+        model = models.create("rdg-s", cyclefc=form).eval()
+        assert checkpoints.load(model, shared_reference / "rdg" / "RDG_Small.pth") == "params"
+        with torch.no_grad():
+            out = model(batch)
+        assert out.shape == expected.shape
+        assert (out - expected).abs().max() <= 1e-4, form
+
+
+def test_checkpoint_round_trip_keeps_official_layout(shared_reference, tmp_path):
+    official = torch.load(shared_reference / "rdg" / "RDG_Small.pth", weights_only=True)["params"]
+    model = models.create("rdg-s")
+    checkpoints.load(model, shared_reference / "rdg" / "RDG_Small.pth")
+    path = checkpoints.save(model, tmp_path / "copy.pth", ema=model)
+    saved = torch.load(path, weights_only=True)
+    assert set(saved) == {"params", "params_ema"}
+    # Same keys as the authors' file (offset buffers included) and the same values.
+    assert set(saved["params"]) == set(official)
+    assert all(torch.equal(saved["params"][k], official[k]) for k in official)
+    again = models.create("rdg-s")
+    assert checkpoints.load(again, path) == "params_ema"
+    assert checkpoints.load(again, path, key="params") == "params"
+
+
+def test_wrong_checkpoints_are_named(shared_reference, tmp_path):
+    with pytest.raises(GbufError, match=r"RDG_Small.pth: checkpoint does not fit RDG .*shape mismatches: "
+                                        r"first_conv.weight \(16, 3, 3, 3\) in file vs \(36, 3, 3, 3\)"):
+        checkpoints.load(models.create("rdg"), shared_reference / "rdg" / "RDG_Small.pth")
+    with pytest.raises(GbufError, match="keys missing from file: to_feat.weight"):
+        checkpoints.load(models.create("smfanet"), shared_reference / "rdg" / "RDG_Small.pth")
+    bad_offset = torch.load(shared_reference / "rdg" / "RDG_Small.pth", weights_only=True)
+    bad_offset["params"]["encoders.0.0.dfm.mlp_h.offset"] += 1
+    torch.save(bad_offset, tmp_path / "bad.pth")
+    with pytest.raises(GbufError, match="encoders.0.0.dfm.mlp_h.offset differs"):
+        checkpoints.load(models.create("rdg-s"), tmp_path / "bad.pth")
+    (tmp_path / "text.pth").write_text("not a checkpoint")
+    with pytest.raises(GbufError, match="text.pth: not a PyTorch checkpoint"):
+        checkpoints.load(models.create("rdg-s"), tmp_path / "text.pth")
+    with pytest.raises(GbufError, match="missing.pth: checkpoint not found"):
+        checkpoints.load(models.create("rdg-s"), tmp_path / "missing.pth")
+    with pytest.raises(GbufError, match="no entry 'params_ema'"):
+        checkpoints.load(models.create("rdg-s"), shared_reference / "rdg" / "RDG_Small.pth", key="params_ema")
+
+
+def test_pickled_code_is_refused(tmp_path):
+    """weights_only=True: a checkpoint that would run code on load is an error, not executed."""
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    with open(tmp_path / "evil.pth", "wb") as f:
+        pickle.dump({"params": Evil()}, f, protocol=2)
+    with pytest.raises(GbufError, match="evil.pth: not a PyTorch checkpoint"):
+        checkpoints.load(models.create("rdg-s"), tmp_path / "evil.pth")
+    assert not marker.exists()
+
+
+def test_bad_input_names_the_problem():
+    model = models.create("rdg-s")
+    clip = _clip(t=1, h=8, w=8)
+    del clip["brdf"]
+    with pytest.raises(GbufError, match="missing buffer 'brdf'"):
+        model(clip)
+    clip = _clip(t=1, h=8, w=8)
+    clip["depth"] = clip["depth"].repeat(1, 1, 3, 1, 1)
+    with pytest.raises(GbufError, match=r"buffer 'depth' has shape \(1, 1, 3, 8, 8\)"):
+        model(clip)
+    with pytest.raises(GbufError, match="unknown model 'rdg-xl'; known models: rdg, rdg-s"):
+        models.create("rdg-xl")
+    with pytest.raises(GbufError, match="unknown form"):
+        models.create("rdg-s", cyclefc="slow")
