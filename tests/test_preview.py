@@ -167,3 +167,15 @@ def test_video_has_every_frame(store, tmp_path):
         hue = colorsys.rgb_to_hsv(*mean)[0]
         expected = (np.arctan2(MOTIONS[t][1], MOTIONS[t][0]) / (2 * np.pi)) % 1.0
         assert min(abs(hue - expected), 1 - abs(hue - expected)) < 0.03
+
+
+def test_cli_preview(store, tmp_path, gbuf_cli):
+    sheet, video = tmp_path / "sheet.png", tmp_path / "seq.mp4"
+    proc = gbuf_cli("dataset", "preview", store, "--frame", "1", "--resolution", "lr", "-o", sheet,
+                    "--video", video, check=True)
+    assert sheet.is_file() and video.is_file() and str(sheet) in proc.stdout
+    layout = preview.sheet_layout(H // 4, W // 4, BUFFERS)
+    image = np.asarray(Image.open(sheet).convert("RGB"))
+    assert np.abs(_centre(image, layout.tiles["motion"].picture) - _wheel_colour(*MOTIONS[1])).max() <= 2
+    proc = gbuf_cli("dataset", "preview", store, "--frame", str(T), "-o", tmp_path / "bad.png")
+    assert proc.returncode == 2 and "out of range" in proc.stderr and not (tmp_path / "bad.png").exists()

@@ -146,6 +146,7 @@ def test_recipe_builds_an_animated_scene(name, blends):
     # Built from code only: no image files, no linked libraries, procedural texture nodes.
     assert not [img for img in bpy.data.images if img.source in ("FILE", "SEQUENCE", "MOVIE")]
     assert not list(bpy.data.libraries)
+    assert not [o for o in bpy.data.objects if o.animation_data and len(o.animation_data.drivers)]
     texture_nodes = [n for m in bpy.data.materials if m.node_tree for n in m.node_tree.nodes
                      if n.bl_idname.startswith("ShaderNodeTex") and n.bl_idname != "ShaderNodeTexCoord"]
     assert texture_nodes
