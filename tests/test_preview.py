@@ -179,3 +179,19 @@ def test_cli_preview(store, tmp_path, gbuf_cli):
     assert np.abs(_centre(image, layout.tiles["motion"].picture) - _wheel_colour(*MOTIONS[1])).max() <= 2
     proc = gbuf_cli("dataset", "preview", store, "--frame", str(T), "-o", tmp_path / "bad.png")
     assert proc.returncode == 2 and "out of range" in proc.stderr and not (tmp_path / "bad.png").exists()
+
+
+def test_wide_buffers_are_reduced_before_mapping():
+    h, w = 24, 1290                                   # wider than a tile: shown at 640/1290 (blocks of 2)
+    layout = preview.sheet_layout(h, w, BUFFERS)
+    assert layout.picture_size == (640, 12)
+    frame = _frame(1, h, w)
+    sheet = np.asarray(preview.render_sheet(frame, "wide"))
+    assert sheet.shape[:2] == (layout.height, layout.width)
+    assert np.abs(_centre(sheet, layout.tiles["motion"].picture) - _wheel_colour(*MOTIONS[1])).max() <= 2
+    assert (_pixel(sheet, layout.tiles["depth"].picture, 0.5, 0.0) == 0).all()  # sky stays "no surface"
+    # Block means: exact on known blocks, +inf kept where a block touches the sky.
+    values = np.arange(16, dtype=np.float32).reshape(4, 4, 1)
+    assert preview.box_reduce(values, 2)[..., 0].tolist() == [[2.5, 4.5], [10.5, 12.5]]
+    values[0, 0] = np.inf
+    assert np.isinf(preview.box_reduce(values, 2)[0, 0, 0])
