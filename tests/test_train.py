@@ -11,7 +11,7 @@ import torch
 
 from gbuf.errors import GbufError
 from gbuf.train import config as cfg
-from gbuf.train import losses, trainer
+from gbuf.train import checkpoints, losses, trainer
 from train_helpers import synthetic_store, tiny_config
 
 torch.set_num_threads(2)
@@ -134,13 +134,28 @@ def test_a_few_rdg_s_iterations_lower_the_loss(store, tmp_path):
     saved = torch.load(run / "ckpt" / "step_12.pt", map_location="cpu", weights_only=True)
     assert {"params", "params_ema", "train_state"} <= saved.keys()
     assert saved["train_state"]["step"] == 12
-    # the way the official (BasicSR) loader reads it: net.load_state_dict(torch.load(f)["params"], strict=True)
+    # the models' loader reads the weights back exactly (tests/test_train.py::test_checkpoint_keys_...
+    # checks the key names against the authors' own file)
     fresh = models.create("rdg-s")
-    fresh.load_state_dict(saved["params"], strict=True)
+    assert checkpoints.load(fresh, run / "ckpt" / "step_12.pt", key="params") == "params"
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), result.model.state_dict().values()))
     assert "first_conv.weight" in saved["params"]
     assert (run / "config.toml").is_file()
     assert cfg.load_file(run / "config.toml") == c
+
+
+def test_checkpoint_keys_are_the_official_ones(shared_reference, store, tmp_path):
+    """``params`` / ``params_ema`` hold exactly the keys and shapes of the authors' RDG_Small.pth,
+    so the official code, which loads strictly, reads gbuf's checkpoints."""
+    trainer.train(tiny_config(store, tmp_path / "run", iters=1, frames=2, batch=1))
+    ours = torch.load(tmp_path / "run" / "ckpt" / "step_1.pt", map_location="cpu", weights_only=True)
+    official = torch.load(shared_reference / "rdg" / "RDG_Small.pth", map_location="cpu", weights_only=True)
+    shapes = {k: tuple(v.shape) for k, v in official["params"].items()}
+    for key in ("params", "params_ema"):
+        assert {k: tuple(v.shape) for k, v in ours[key].items()} == shapes
+    for k, v in official["params"].items():
+        if k.endswith(".offset"):  # the constants are the same too
+            assert torch.equal(ours["params"][k].float(), v.float()), k
 
 
 def test_keep_last_k_checkpoints(store, tmp_path):

@@ -80,8 +80,8 @@ def load_model(name: str, checkpoint=None, *, scale: int = 4, device="cpu", weig
     The loader normalisation comes from the checkpoint's saved config (``rdg`` otherwise, as
     the official files).
     """
-    from gbuf.train import models
-    from gbuf.train.trainer import load_checkpoint_file, load_state_strict
+    from gbuf.train import checkpoints, models
+    from gbuf.train.trainer import load_checkpoint_file
 
     if name == BICUBIC:
         return LoadedModel(name, BicubicUpsampler(scale).to(device).eval(), None, "rdg", "-")
@@ -89,50 +89,20 @@ def load_model(name: str, checkpoint=None, *, scale: int = 4, device="cpu", weig
         raise GbufError(f"unknown model {name!r}; known models: {', '.join(models.names())}, {BICUBIC}")
     if checkpoint is None:
         raise GbufError(f"model {name} needs a checkpoint (--ckpt FILE)")
-    checkpoint = Path(checkpoint)
-    state = load_checkpoint_file(checkpoint)
-    saved_model = state.get("model")
-    if isinstance(saved_model, str) and saved_model != name:
-        raise GbufError(f"{checkpoint}: checkpoint of model {saved_model}, not {name}")
-    options = dict(state.get("model_options") or {})
-    config = state.get("config") or {}
-    normalize = (config.get("data") or {}).get("normalize", "rdg")
     if weights not in ("ema", "params"):
         raise GbufError(f"--weights {weights!r}: use ema or params")
-    key = "params_ema" if weights == "ema" and "params_ema" in state else "params"
-    if key not in state:
-        key = "params_ema"
+    checkpoint = Path(checkpoint)
+    meta = load_checkpoint_file(checkpoint)
+    saved_model = meta.get("model")
+    if isinstance(saved_model, str) and saved_model != name:
+        raise GbufError(f"{checkpoint}: checkpoint of model {saved_model}, not {name}")
+    options = dict(meta.get("model_options") or {})
+    normalize = ((meta.get("config") or {}).get("data") or {}).get("normalize", "rdg")
     module = models.create(name, **options)
-    params = state[key]
-    try:
-        # The models' own loader knows the authors' files (for example RDG's offset buffers).
-        from gbuf.train import checkpoints as model_checkpoints
-    except ImportError:
-        model_checkpoints = None
-    if model_checkpoints is not None and hasattr(model_checkpoints, "load_state"):
-        model_checkpoints.load_state(module, params, where=str(checkpoint))
-    else:
-        load_state_strict(module, _drop_constant_buffers(module, params, checkpoint), str(checkpoint))
-    return LoadedModel(name, module.to(device).eval(), checkpoint, normalize, key)
-
-
-def _drop_constant_buffers(module, params: dict, where) -> dict:
-    """Drop file entries that are non-persistent buffers of ``module`` holding the same values.
-
-    The authors' files save constants the gbuf models rebuild instead of storing (RDG's CycleFC
-    ``offset``); they are checked, not trusted, and a different value is an error.
-    """
-    own = module.state_dict()
-    constants = dict(module.named_buffers())
-    kept = {}
-    for key, value in params.items():
-        if key not in own and key in constants:
-            if tuple(value.shape) != tuple(constants[key].shape) or not torch.equal(
-                    value.to(constants[key].dtype), constants[key].cpu()):
-                raise GbufError(f"{where}: {key} differs from the constant this model uses")
-            continue
-        kept[key] = value
-    return kept
+    # The models' loader knows the authors' files (RDG's CycleFC offsets are checked and dropped).
+    state, used = checkpoints.read(checkpoint, key=None if weights == "ema" else "params")
+    checkpoints.load_state(module, state, where=str(checkpoint))
+    return LoadedModel(name, module.to(device).eval(), checkpoint, normalize, used)
 
 
 @torch.no_grad()

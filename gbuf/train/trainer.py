@@ -305,6 +305,7 @@ def _atomic_save(obj, path: Path) -> None:
 
 
 def load_checkpoint_file(path: Path) -> dict:
+    """The dict saved in ``path`` (``weights_only``); a ``GbufError`` for anything else."""
     path = Path(path)
     if not path.is_file():
         raise GbufError(f"{path}: checkpoint not found")
@@ -313,28 +314,9 @@ def load_checkpoint_file(path: Path) -> dict:
     except Exception as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise GbufError(f"{path}: not a loadable checkpoint ({message})") from None
-    if not isinstance(data, dict) or "params" not in data and "params_ema" not in data:
-        raise GbufError(f"{path}: not a gbuf/BasicSR checkpoint (no 'params' or 'params_ema')")
+    if not isinstance(data, dict):
+        raise GbufError(f"{path}: not a checkpoint (holds a {type(data).__name__})")
     return data
-
-
-def load_state_strict(model: torch.nn.Module, state: dict, where: str) -> None:
-    """``load_state_dict`` that names the first mismatching keys and shapes in a ``GbufError``."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-             if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        if wrong:
-            parts.append("shape mismatch: " + ", ".join(wrong[:3]))
-        if missing:
-            parts.append("missing: " + ", ".join(missing[:3]))
-        if unexpected:
-            parts.append("unexpected: " + ", ".join(unexpected[:3]))
-        raise GbufError(f"{where}: checkpoint does not fit this model ({'; '.join(parts)})")
-    model.load_state_dict(state)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -516,6 +498,8 @@ def train(config: cfg.TrainConfig, *, resume: bool = False) -> TrainResult:
 
 
 def _train(config, resume, dist_info, gd, model_registry) -> TrainResult:
+    from gbuf.train import checkpoints as model_checkpoints
+
     rank, world = dist_info.rank, dist_info.world
     device = resolve_device(config.run.device, dist_info.local_rank)
     if device.type == "cuda":
@@ -581,9 +565,9 @@ def _train(config, resume, dist_info, gd, model_registry) -> TrainResult:
             raise GbufError(f"{path}: saved with {data_order['world']} process(es) x batch "
                             f"{data_order['batch_size']}; resuming with {world} x {config.data.batch_size} "
                             f"would change the data order")
-        load_state_strict(model, state["params"], str(path))
+        model_checkpoints.load_state(model, state["params"], where=str(path))
         if ema is not None:
-            load_state_strict(ema.model, state.get("params_ema", state["params"]), str(path))
+            model_checkpoints.load_state(ema.model, state.get("params_ema", state["params"]), where=str(path))
         optimizer.load_state_dict(ts["optimizer"])
         scheduler.load_state_dict(ts["scheduler"])
         if "scaler" in ts and scaler.is_enabled():
@@ -625,8 +609,10 @@ def _train(config, resume, dist_info, gd, model_registry) -> TrainResult:
         if not dist_info.main:
             return None
         payload = {
-            "params": model.state_dict(),
-            "params_ema": (ema.model if ema is not None else model).state_dict(),
+            # official_state adds the constants the authors' code keeps in its state dict (RDG's
+            # CycleFC offsets), so their strict loader reads these files
+            "params": model_checkpoints.official_state(model),
+            "params_ema": model_checkpoints.official_state(ema.model if ema is not None else model),
             "model": config.model,
             "model_options": dict(config.model_options),
             "config": cfg.to_dict(config),
