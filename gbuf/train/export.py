@@ -55,6 +55,20 @@ def _require_onnx():
                         "pip install 'gbuf[export]'") from None
 
 
+def session_options():
+    """ONNX Runtime options for a check beside PyTorch: its thread count, no busy-waiting threads
+    (ORT's default spin-wait keeps cores busy after a run and slows whatever runs next)."""
+    import onnxruntime as ort
+    import torch
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
 def _graph_module(model, frame_keys, state_spec):
     """Wrap ``model`` as ``forward(*frame, *state) -> (output, *next_state)`` over plain tensors."""
     import torch
@@ -124,7 +138,7 @@ def export_onnx(name: str, onnx_path, ckpt=None, lr_size=DEFAULT_EXPORT_SIZE, ke
                                         output_names=output_names, opset_version=opset, verbose=False,
                                         external_data=False)
         program.save(str(tmp))
-        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(tmp), session_options(), providers=["CPUExecutionProvider"])
         max_error, state_error = _check(graph, session, frames, frame_keys, state_leaves, input_names)
     except BaseException:
         tmp.unlink(missing_ok=True)
