@@ -697,7 +697,13 @@ def _train(config, resume, dist_info, gd, model_registry) -> TrainResult:
             with autocast(device, amp_dtype):
                 output = train_model(inputs)
             loss, terms = rdg_loss(output, target, weights)
-            if not torch.isfinite(loss):
+            finite = torch.isfinite(loss.detach()).float()
+            if dist_info.active:
+                import torch.distributed as dist
+
+                # every rank stops together, or the others would wait for it forever
+                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            if not bool(finite.item()):
                 where = f"; the last good checkpoint is {last_saved}" if last_saved else ""
                 raise GbufError(f"{out_dir}: loss became {float(loss.detach())} at step {step + 1} "
                                 f"(terms: {', '.join(f'{k} {float(v):.4g}' for k, v in terms.items())}); "
