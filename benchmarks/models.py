@@ -1,0 +1,73 @@
+"""RDG-s and RDG per-frame latency: fast CycleFC (shift + 1x1 conv) vs the deform_conv2d form.
+
+The baseline is the official computation: CycleFC through ``torchvision.ops.deform_conv2d`` with
+constant offsets (``cyclefc="deform"``), everything else identical. Both models hold the same
+weights and stream the same frames (``step`` with the state carried, the real-time use) in one
+process, frame by frame alternately, so load changes on the machine hit both alike.
+
+    .venv/bin/python benchmarks/models.py [--lr-size 270x480] [--frames 6] [--threads 2] [--models rdg-s,rdg]
+
+Prints, per model: the median per-frame time of each form, the ratio fast / deform (target
+<= 0.5) and the largest absolute difference between their outputs over all frames (target
+<= 1e-5). Inputs are smooth random fields in the normalised range (as ``gbuf bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lr-size", default="270x480", help="LR HEIGHTxWIDTH (output is x4)")
+    parser.add_argument("--frames", type=int, default=6, help="timed frames per form (after 1 warm-up frame)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--models", default="rdg-s,rdg")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    import torch
+
+    from gbuf.train import bench, models
+
+    torch.set_num_threads(args.threads)
+    lr_size = bench.parse_size(args.lr_size)
+    device = bench.resolve_device(args.device)
+    print(f"device {device}, {torch.get_num_threads()} threads, LR {lr_size[0]}x{lr_size[1]} -> "
+          f"{lr_size[0] * 4}x{lr_size[1] * 4}, {args.frames} timed frames per form")
+    results = []
+    for name in args.models.split(","):
+        torch.manual_seed(0)
+        fast = models.create(name, cyclefc="fast").to(device).eval()
+        deform = models.create(name, cyclefc="deform").to(device).eval()
+        deform.load_state_dict(fast.state_dict())
+        forms = {"fast": fast, "deform": deform}
+        frames = [bench.example_frame(fast, lr_size, device, seed=t) for t in range(args.frames + 1)]
+        states = {k: None for k in forms}
+        times = {k: [] for k in forms}
+        max_diff = 0.0
+        with torch.inference_mode():
+            for t, frame in enumerate(frames):
+                outputs = {}
+                # Alternate which form goes first, so neither always runs on a cache the other warmed.
+                order = list(forms) if t % 2 == 0 else list(reversed(forms))
+                for form in order:
+                    seconds = bench._time(lambda: _step(forms[form], frame, states, form, outputs), device)
+                    if t > 0:  # frame 0 is the warm-up
+                        times[form].append(seconds)
+                max_diff = max(max_diff, float((outputs["fast"] - outputs["deform"]).abs().max()))
+        fast_ms, deform_ms = (statistics.median(times[k]) * 1000 for k in ("fast", "deform"))
+        results.append((name, fast_ms, deform_ms, max_diff))
+        print(f"{name:6s} fast {fast_ms:9.1f} ms/frame   deform_conv2d {deform_ms:9.1f} ms/frame   "
+              f"ratio fast/deform {fast_ms / deform_ms:.3f} (target <= 0.5)   "
+              f"max |fast - deform| {max_diff:.2e} (target <= 1e-5)", flush=True)
+
+
+def _step(model, frame, states, form, outputs) -> None:
+    outputs[form], states[form] = model.step(frame, states[form])
+
+
+if __name__ == "__main__":
+    main()
