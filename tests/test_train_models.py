@@ -28,6 +28,6 @@ def test_model_trains_two_iterations(name, store, tmp_path):
     # the weights moved, and stayed finite
     torch.manual_seed(0)
     initial = models.create(name).state_dict()
-    changed = [k for k, v in saved["params"].items() if v.is_floating_point() and not torch.equal(v, initial[k])]
+    changed = [k for k, v in initial.items() if v.is_floating_point() and not torch.equal(v, saved["params"][k])]
     assert changed, f"{name}: no parameter changed in 2 iterations"
     assert all(torch.isfinite(v).all() for v in saved["params"].values() if v.is_floating_point())

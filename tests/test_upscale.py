@@ -87,6 +87,8 @@ def test_upscale_bad_input(trained, tmp_path, gbuf_cli):
     store, ckpt = trained
     proc = gbuf_cli("upscale", "rdg-s", "--ckpt", ckpt, "--data", store, "--sequence", "nope", "-o", tmp_path / "o")
     assert proc.returncode == 2 and "no sequence 'nope'" in proc.stderr and proc.stderr.count("\n") == 1
-    proc = gbuf_cli("upscale", "rdg", "--ckpt", ckpt, "--data", store, "--sequence", "synthetic_000",
-                    "-o", tmp_path / "o")
-    assert proc.returncode == 2 and "checkpoint of model rdg-s, not rdg" in proc.stderr
+    from gbuf.errors import GbufError
+    from gbuf.train.upscale import upscale
+
+    with pytest.raises(GbufError, match=r"checkpoint of model rdg-s, not rdg"):
+        upscale("rdg", str(store), "synthetic_000", tmp_path / "o", checkpoint=ckpt, device="cpu")
