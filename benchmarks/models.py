@@ -5,11 +5,13 @@ constant offsets (``cyclefc="deform"``), everything else identical. Both models 
 weights and stream the same frames (``step`` with the state carried, the real-time use) in one
 process, frame by frame alternately, so load changes on the machine hit both alike.
 
-    .venv/bin/python benchmarks/models.py [--lr-size 270x480] [--frames 6] [--threads 2] [--models rdg-s,rdg]
+    .venv/bin/python benchmarks/models.py [--lr-size 270x480] [--frames 6] [--threads 1] [--models rdg-s,rdg]
 
 Prints, per model: the median per-frame time of each form, the ratio fast / deform (target
 <= 0.5) and the largest absolute difference between their outputs over all frames (target
 <= 1e-5). Inputs are smooth random fields in the normalised range (as ``gbuf bench``).
+A second line per model times the six CycleFC layers alone (on the inputs they received in
+the last frame) in both forms, which shows how much of the network CycleFC is.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lr-size", default="270x480", help="LR HEIGHTxWIDTH (output is x4)")
     parser.add_argument("--frames", type=int, default=6, help="timed frames per form (after 1 warm-up frame)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1 is steadiest on a shared machine: with 2 threads on a busy "
+                             "2-core box every parallel region waits for a descheduled thread)")
     parser.add_argument("--models", default="rdg-s,rdg")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -37,7 +41,6 @@ def main() -> None:
     device = bench.resolve_device(args.device)
     print(f"device {device}, {torch.get_num_threads()} threads, LR {lr_size[0]}x{lr_size[1]} -> "
           f"{lr_size[0] * 4}x{lr_size[1] * 4}, {args.frames} timed frames per form")
-    results = []
     for name in args.models.split(","):
         torch.manual_seed(0)
         fast = models.create(name, cyclefc="fast").to(device).eval()
@@ -59,10 +62,36 @@ def main() -> None:
                         times[form].append(seconds)
                 max_diff = max(max_diff, float((outputs["fast"] - outputs["deform"]).abs().max()))
         fast_ms, deform_ms = (statistics.median(times[k]) * 1000 for k in ("fast", "deform"))
-        results.append((name, fast_ms, deform_ms, max_diff))
         print(f"{name:6s} fast {fast_ms:9.1f} ms/frame   deform_conv2d {deform_ms:9.1f} ms/frame   "
               f"ratio fast/deform {fast_ms / deform_ms:.3f} (target <= 0.5)   "
               f"max |fast - deform| {max_diff:.2e} (target <= 1e-5)", flush=True)
+        layer_fast, layer_deform = _cyclefc_layers(fast, deform, frames[-1], device, bench)
+        print(f"{'':6s} CycleFC layers alone: fast {layer_fast:7.1f} ms/frame   deform_conv2d {layer_deform:7.1f} "
+              f"ms/frame   ratio {layer_fast / layer_deform:.3f}; rest of the network "
+              f"{fast_ms - layer_fast:.1f} ms/frame", flush=True)
+
+
+def _cyclefc_layers(fast, deform, frame, device, bench, repeats: int = 5) -> tuple[float, float]:
+    """Median time (ms) of all CycleFC layers of one frame, per form, on the inputs they received."""
+    import torch
+
+    from gbuf.train.models.rdg import CycleFC
+
+    captured = {}
+    hooks = [m.register_forward_hook(lambda mod, args, out, n=n: captured.__setitem__(n, args[0]))
+             for n, m in fast.named_modules() if isinstance(m, CycleFC)]
+    with torch.inference_mode():
+        fast.step(frame, None)
+    for h in hooks:
+        h.remove()
+    totals = {}
+    with torch.inference_mode():
+        for form, model in (("fast", fast), ("deform", deform)):
+            layers = [(model.get_submodule(n), x) for n, x in captured.items()]
+            run = lambda: [layer(x) for layer, x in layers]  # noqa: E731
+            run()
+            totals[form] = statistics.median(bench._time(run, device) for _ in range(repeats)) * 1000
+    return totals["fast"], totals["deform"]
 
 
 def _step(model, frame, states, form, outputs) -> None:
