@@ -53,9 +53,10 @@ negates Y, and its ``motion_warp`` samples the previous frame at ``p + motion`` 
 ``align_corners=True``, zeros outside). So gbuf motion goes in unchanged.
 
 Input normalisation (what the official loader feeds, and what ``rdg-s``'s checkpoint expects):
-``image`` in [0, 1] (the official data are 8-bit PNGs / 255), ``normal`` as ``(n + 1) / 2``,
-``brdf`` and ``depth`` min-max normalised to [0, 1] per frame (over all pixels and channels),
-``motion`` in pixels, unnormalised. The gbuf loader's ``normalize="rdg"`` produces this.
+``image`` display-referred in [0, 1] (the official data are 8-bit sRGB PNGs / 255), ``normal``
+as ``(n + 1) / 2``, ``brdf`` and ``depth`` min-max normalised to [0, 1] per frame (over all
+pixels and channels), ``motion`` in pixels, unnormalised. The gbuf loader's
+``normalize="rdg"`` (``gbuf.datasets.loader``) produces exactly this.
 Output: RGB in the image's range (unclamped), ``(B, T, 3, 4H, 4W)``.
 
 State for streaming (``step``): a tuple of tensors ``(hidden_1/4, hidden_1/2, hidden_1,
