@@ -244,27 +244,10 @@ def get_dotted(config: TrainConfig, key: str):
 
 def load_file(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
     """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) config over ``base``."""
+    from gbuf.config_files import read_config_file
+
     path = Path(path)
-    if not path.is_file():
-        raise GbufError(f"{path}: config file not found")
-    text = path.read_text(encoding="utf-8")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        elif suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            raise GbufError(f"{path}: config must be .toml, .yaml or .yml")
-    except GbufError:
-        raise
-    except Exception as err:  # tomllib.TOMLDecodeError, yaml.YAMLError
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise GbufError(f"{path}: cannot parse config: {message}") from None
+    data = read_config_file(path)
     config = from_dict(data, str(path), base)
     config.validate(str(path))
     return config

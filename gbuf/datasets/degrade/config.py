@@ -130,28 +130,10 @@ def load(path: str | Path | None = None, overrides: dict | None = None) -> dict:
     """Defaults, updated by a ``.toml``/``.yaml``/``.yml`` file, then by ``overrides``."""
     cfg = defaults()
     if path is not None:
+        from gbuf.config_files import read_config_file
+
         path = Path(path)
-        if not path.is_file():
-            raise GbufError(f"{path}: no such config file")
-        text = path.read_text()
-        suffix = path.suffix.lower()
-        try:
-            if suffix == ".toml":
-                import tomllib
-
-                data = tomllib.loads(text)
-            elif suffix in (".yaml", ".yml"):
-                import yaml
-
-                data = yaml.safe_load(text) or {}
-            else:
-                raise GbufError(f"{path}: config must be .toml, .yaml or .yml")
-        except GbufError:
-            raise
-        except Exception as err:
-            raise GbufError(f"{path}: cannot parse ({type(err).__name__}: {err})".replace("\n", " ")) from None
-        if not isinstance(data, dict):
-            raise GbufError(f"{path}: the top level must be a table of settings")
+        data = read_config_file(path)
         _merge(cfg, data, "", str(path))
     if overrides:
         _merge(cfg, overrides, "", "options")
