@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import gbuf.datasets as gd
-from gbuf.datasets import format as fmt
 from gbuf.datasets.loader import CropDataset, SequenceDataset, linear_to_srgb
 from gbuf.datasets.writer import SequenceWriter
 from gbuf.errors import GbufError
