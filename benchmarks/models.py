@@ -1,7 +1,9 @@
 """RDG-s and RDG per-frame latency: fast CycleFC (shift + 1x1 conv) vs the deform_conv2d form.
 
 The baseline is the official computation: CycleFC through ``torchvision.ops.deform_conv2d`` with
-constant offsets (``cyclefc="deform"``), everything else identical. Both models hold the same
+constant offsets (``cyclefc="deform"``), every other layer as the official code runs it (NCHW,
+module by module). The fast form is gbuf's inference path: shift + 1x1 CycleFC, and on CPU
+channels-last memory with exact algebraic rewrites (see ``gbuf.train.models.rdg``). Both models hold the same
 weights and stream the same frames (``step`` with the state carried, the real-time use) in one
 process, frame by frame alternately, so load changes on the machine hit both alike.
 
@@ -10,8 +12,8 @@ process, frame by frame alternately, so load changes on the machine hit both ali
 Prints, per model: the median per-frame time of each form, the ratio fast / deform (target
 <= 0.5) and the largest absolute difference between their outputs over all frames (target
 <= 1e-5). Inputs are smooth random fields in the normalised range (as ``gbuf bench``).
-A second line per model times the six CycleFC layers alone (on the inputs they received in
-the last frame) in both forms, which shows how much of the network CycleFC is.
+A second line per model times the six CycleFC layers alone (on the NCHW inputs they received in
+the deform model's last frame) in both forms, which shows how much of the network CycleFC is.
 """
 
 from __future__ import annotations
@@ -65,23 +67,26 @@ def main() -> None:
         print(f"{name:6s} fast {fast_ms:9.1f} ms/frame   deform_conv2d {deform_ms:9.1f} ms/frame   "
               f"ratio fast/deform {fast_ms / deform_ms:.3f} (target <= 0.5)   "
               f"max |fast - deform| {max_diff:.2e} (target <= 1e-5)", flush=True)
-        layer_fast, layer_deform = _cyclefc_layers(fast, deform, frames[-1], device, bench)
+        layer_fast, layer_deform = _cyclefc_layers(deform, fast, frames[-1], device, bench)
         print(f"{'':6s} CycleFC layers alone: fast {layer_fast:7.1f} ms/frame   deform_conv2d {layer_deform:7.1f} "
               f"ms/frame   ratio {layer_fast / layer_deform:.3f}; rest of the network "
               f"{fast_ms - layer_fast:.1f} ms/frame", flush=True)
 
 
-def _cyclefc_layers(fast, deform, frame, device, bench, repeats: int = 5) -> tuple[float, float]:
-    """Median time (ms) of all CycleFC layers of one frame, per form, on the inputs they received."""
+def _cyclefc_layers(deform, fast, frame, device, bench, repeats: int = 5) -> tuple[float, float]:
+    """Median time (ms) of all CycleFC layers of one frame, per form, on the inputs they received.
+
+    The inputs are captured from the deform model: the fast model's DFM folds the second
+    CycleFC's 1x1 conv into the next layer, so that layer's forward never runs there."""
     import torch
 
     from gbuf.train.models.rdg import CycleFC
 
     captured = {}
     hooks = [m.register_forward_hook(lambda mod, args, out, n=n: captured.__setitem__(n, args[0]))
-             for n, m in fast.named_modules() if isinstance(m, CycleFC)]
+             for n, m in deform.named_modules() if isinstance(m, CycleFC)]
     with torch.inference_mode():
-        fast.step(frame, None)
+        deform.step(frame, None)
     for h in hooks:
         h.remove()
     totals = {}

@@ -46,6 +46,14 @@ code. With integer offsets bilinear sampling is exact, so the two agree to float
 constant offsets are not part of the state dict (``CycleFC.official_offset()`` rebuilds the
 official buffer for checking and saving).
 
+``cyclefc="deform"`` is the reference computation throughout (every layer as the official code
+runs it). ``cyclefc="fast"`` is gbuf's fast path, exact rewrites that change only float
+rounding (outputs within ~1e-6, gradients alike, same parameters and state dict): on CPU the
+step runs in channels-last memory (oneDNN convs are 1.3-10x faster there, depth-wise most) with
+1x1 convs as matrix products over pixel rows; DFM runs its two-per-channel depth-wise conv as a
+plain one and folds the second CycleFC's 1x1 conv into ``merge``; CTR folds the channel
+attention into its output projection (``DFM.forward_fast``, ``CTR.forward_fast``).
+
 Motion convention: gbuf's ``motion`` buffer (pixels of the LR frame, displacement from frame t
 to frame t-1, x right, y down; the surface at pixel p of frame t was at p + motion in frame
 t-1) is exactly the official one: the official loader reads Blender's Vector pass XY and
@@ -114,6 +122,49 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` as pixel rows ``(B, HW, C)``: a view when ``x`` is channels-last."""
+    b, c, h, w = x.shape
+    return x.permute(0, 2, 3, 1).reshape(b, h * w, c)
+
+
+def _pixel_major(x: torch.Tensor) -> bool:
+    """Whether ``x`` keeps its channels innermost (channels-last, or a channel slice of it)."""
+    return x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1 and x.stride(2) == x.shape[3] * x.stride(3)
+
+
+def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A 1x1 convolution. On channels-last input it is one matrix product over pixel rows:
+    PyTorch's CPU 1x1 conv takes a slow im2col path there and copies channel slices."""
+    if not _pixel_major(x):
+        return F.conv2d(x, weight, bias)
+    b, _, h, w = x.shape
+    out = F.linear(_rows(x), weight.flatten(1), bias)
+    return out.view(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+def _same_layout(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``x`` in channels-last memory if ``like`` is, else as it is."""
+    if like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _gram_diagonal(rows: torch.Tensor) -> torch.Tensor:
+    """``sum over pixels of rows**2`` per channel, ``(B, C)``."""
+    return (rows.transpose(1, 2) @ rows).diagonal(dim1=1, dim2=2)
+
+
+def _evens_then_odds(t: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """``t`` with the even indices of ``dim`` first, then the odd ones."""
+    return torch.cat([t[(slice(None),) * dim + (slice(0, None, 2),)], t[(slice(None),) * dim + (slice(1, None, 2),)]], dim=dim)
+
+
+def _matmul_1x1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The 1x1 conv weight of ``conv(conv(x, b), a)`` (biases aside)."""
+    return (a.flatten(1) @ b.flatten(1))[:, :, None, None]
+
+
 class CycleFC(nn.Module):
     """A 1x1 convolution over channels that each look ``shift[c]`` pixels along one axis.
 
@@ -153,7 +204,7 @@ class CycleFC(nn.Module):
 
             b, _, h, w = x.shape
             return deform_conv2d(x, self.offset.to(x.dtype).expand(b, -1, h, w), self.weight, self.bias)
-        return F.conv2d(self.shift(x), self.weight, self.bias)
+        return _pointwise(self.shift(x), self.weight, self.bias)
 
     def shift(self, x: torch.Tensor) -> torch.Tensor:
         """Channel c moved so that ``out[p] = x[p + shift[c]]`` along the axis, zeros entering."""
@@ -190,9 +241,32 @@ class DFM(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mlp_h.form == "fast":
+            return self.forward_fast(x)
         gate, context = self.proj_in(x).chunk(2, dim=1)
         context = self.mlp_w(self.mlp_h(context))
         return self.proj_out(self.act(gate) * self.merge(torch.cat([x, context], dim=1)))
+
+    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """The same function with fewer passes over the image (the weights are re-arranged on the
+        fly, so training sees the same parameters and gradients)."""
+        dim = x.shape[1]
+        depthwise, pointwise = self.proj_in
+        # The depth-wise conv has two outputs per input channel (groups=dim, 2*dim outputs),
+        # which oneDNN runs several times slower than a plain depth-wise conv. Run it as a
+        # plain depth-wise conv over [x, x]: first every even output channel, then every odd
+        # one, and permute the following 1x1 conv's input columns to match.
+        hidden = F.conv2d(torch.cat([x, x], dim=1), _evens_then_odds(depthwise.weight),
+                          _evens_then_odds(depthwise.bias), padding=1, groups=2 * dim)
+        gate, context = _pointwise(hidden, _evens_then_odds(pointwise.weight, dim=1), pointwise.bias).chunk(2, dim=1)
+        context = self.mlp_h(context)
+        # merge([x, mlp_w(context)]) is linear in mlp_w's 1x1 conv: fold that conv into merge,
+        # so the second CycleFC is only its shift.
+        merge_x, merge_context = self.merge.weight.split(dim, dim=1)
+        weight = torch.cat([merge_x, _matmul_1x1(merge_context, self.mlp_w.weight)], dim=1)
+        bias = self.merge.bias + merge_context.flatten(1) @ self.mlp_w.bias
+        merged = _pointwise(torch.cat([x, self.mlp_w.shift(context)], dim=1), weight, bias)
+        return _pointwise(self.act(gate) * merged, self.proj_out.weight, self.proj_out.bias)
 
 
 class CCM(nn.Module):
@@ -203,7 +277,10 @@ class CCM(nn.Module):
         self.fn = nn.Sequential(nn.Conv2d(dim, 2 * dim, 3, 1, 1), nn.GELU(), nn.Conv2d(2 * dim, dim, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
+        if not _pixel_major(x):
+            return self.fn(x)
+        expand, act, project = self.fn
+        return _pointwise(act(expand(x)), project.weight, project.bias)
 
 
 class HFB(nn.Module):
@@ -219,17 +296,19 @@ class HFB(nn.Module):
     def forward(self, x: torch.Tensor, gbuffers: torch.Tensor) -> torch.Tensor:
         fx = self.conv_x(x)
         fg = self.conv_g(_resize(gbuffers, tuple(x.shape[-2:])))
-        return self.proj_out(torch.cat([fx * self.gelu(fg), fg * self.gelu(fx)], dim=1))
+        fused = torch.cat([fx * self.gelu(fg), fg * self.gelu(fx)], dim=1)
+        # (channels-last input: the fast inference layout, see RDG.step)
+        return _pointwise(fused, self.proj_out.weight, self.proj_out.bias) if _pixel_major(x) else self.proj_out(fused)
 
 
 class CTR(nn.Module):
     """Temporal channel attention: queries from the current features, keys and values from the
     previous hidden state warped by the motion; depth joins before the output projection."""
 
-    def __init__(self, dim: int, heads: int = 4, scale_motion: bool = False):
+    def __init__(self, dim: int, heads: int = 4, scale_motion: bool = False, fast: bool = False):
         super().__init__()
         hidden = 2 * dim
-        self.heads, self.scale_motion = heads, scale_motion
+        self.heads, self.scale_motion, self.fast = heads, scale_motion, fast
         self.to_q = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden))
         self.to_kv = nn.Sequential(nn.Conv2d(dim, 2 * hidden, 1),
                                    nn.Conv2d(2 * hidden, 2 * hidden, 3, 1, 1, groups=2 * hidden))
@@ -238,13 +317,20 @@ class CTR(nn.Module):
         # parameter count matches the paper.
         self.alpha = nn.Parameter(torch.zeros(1, 1, hidden // (2 * heads), hidden // heads))
 
-    def forward(self, x, depth, previous, motion, started):
-        b, _, h, w = x.shape
-        depth = _resize(depth, (h, w))
+    def _level_guides(self, x, depth, motion):
+        """Depth and motion resized to this level."""
+        h, w = x.shape[-2:]
         full_h, full_w = motion.shape[-2:]
-        motion = _resize(motion, (h, w))
+        depth, motion = _resize(depth, (h, w)), _resize(motion, (h, w))
         if self.scale_motion and (h, w) != (full_h, full_w):
             motion = motion * motion.new_tensor([w / full_w, h / full_h]).view(1, 2, 1, 1)
+        return depth, motion
+
+    def forward(self, x, depth, previous, motion, started):
+        if self.fast:
+            return self.forward_fast(x, depth, previous, motion, started)
+        b, _, h, w = x.shape
+        depth, motion = self._level_guides(x, depth, motion)
         # Before the first frame there is no hidden state: use the current features, unmoved.
         started = started > 0.5
         previous = torch.where(started, previous, x)
@@ -260,6 +346,43 @@ class CTR(nn.Module):
         out = (attention @ value).reshape(b, -1, h, w)
         return self.proj_out(torch.cat([out, query_skip, depth], dim=1))
 
+    def forward_fast(self, x, depth, previous, motion, started):
+        """The same function with fewer passes over the image.
+
+        Channel attention is a per-frame (c x c) matrix, so it folds into the output
+        projection: ``proj_out([A @ value, skip, depth]) = [W_out A, W_skip, W_depth] @ [value,
+        skip, depth]``. The normalisation of queries and keys over the pixels is applied to the
+        small Gram matrix instead of to the images. In channels-last memory every pixel row
+        ``(B, HW, C)`` is a view, so the whole tail is one concatenation and one matrix product.
+        """
+        b, dim, h, w = x.shape
+        depth, motion = self._level_guides(x, depth, motion)
+        started = started > 0.5
+        previous = torch.where(started, previous, x)
+        motion = torch.where(started, motion, torch.zeros_like(motion))
+        query, query_skip = self.to_q[1](_pointwise(x, self.to_q[0].weight, self.to_q[0].bias)).chunk(2, dim=1)
+        # grid_sample returns NCHW whatever its input; keep the convs that follow channels-last.
+        warped = _same_layout(warp_previous(previous, motion), x)
+        key, value = self.to_kv[1](_pointwise(warped, self.to_kv[0].weight, self.to_kv[0].bias)).chunk(2, dim=1)
+        q_rows, k_rows = _rows(query), _rows(key)  # (B, HW, C)
+        cq, ck = q_rows.shape[-1] // self.heads, k_rows.shape[-1] // self.heads
+        # One (C_q x HW) @ (HW x C_k) product, then its per-head diagonal blocks: the full
+        # product costs more flops but runs several times faster than one strided bmm per head.
+        full = q_rows.transpose(1, 2) @ k_rows
+        gram = torch.stack([full[:, i * cq:(i + 1) * cq, i * ck:(i + 1) * ck] for i in range(self.heads)], dim=1)
+        eps = 1e-12  # F.normalize's
+        # Squared norms over the pixels as Gram diagonals: a strided norm reduction is slower.
+        q_norm = _gram_diagonal(q_rows).sqrt().clamp_min(eps).view(b, self.heads, cq, 1)
+        k_norm = _gram_diagonal(k_rows).sqrt().clamp_min(eps).view(b, self.heads, 1, ck)
+        attention = torch.softmax(gram / (q_norm * k_norm), dim=-1)  # (B, heads, cq, ck)
+        w_out, w_rest = self.proj_out.weight.flatten(1).split([dim, dim + 1], dim=1)
+        # W_out (dim x heads*cq) times the block-diagonal attention -> (B, dim, heads*ck).
+        w_value = torch.einsum("ohc,bhck->bohk", w_out.view(dim, self.heads, cq), attention).flatten(2)
+        weight = torch.cat([w_value, w_rest.expand(b, -1, -1)], dim=2)  # (B, dim, 2dim + dim + 1)
+        inputs = _rows(torch.cat([value, query_skip, depth], dim=1))
+        out = torch.baddbmm(self.proj_out.bias.view(1, 1, dim), inputs, weight.transpose(1, 2))
+        return out.view(b, h, w, dim).permute(0, 3, 1, 2)
+
 
 class EncodeLayer(nn.Module):
     def __init__(self, dim: int, cyclefc: str = "fast"):
@@ -273,10 +396,10 @@ class EncodeLayer(nn.Module):
 
 
 class DecodeLayer(nn.Module):
-    def __init__(self, dim: int, gbuffer_channels: int = 6, scale_motion: bool = False):
+    def __init__(self, dim: int, gbuffer_channels: int = 6, scale_motion: bool = False, fast: bool = False):
         super().__init__()
         self.hfb = HFB(dim, gbuffer_channels)
-        self.ctr = CTR(dim, scale_motion=scale_motion)
+        self.ctr = CTR(dim, scale_motion=scale_motion, fast=fast)
         self.ffn = CCM(dim)
 
     def forward(self, x, gbuffers, depth, previous, motion, started):
@@ -299,7 +422,8 @@ class Upsample2x(nn.Module):
 class RDG(nn.Module):
     """RDG with ``num_feat`` channels at full LR resolution (16: RDG-s, 36: RDG).
 
-    ``cyclefc``: ``"fast"`` (shift + 1x1 conv) or ``"deform"`` (torchvision deform_conv2d).
+    ``cyclefc``: ``"fast"`` (shift + 1x1 conv, and the fast path of the other layers) or
+    ``"deform"`` (torchvision deform_conv2d, every layer as the official code computes it).
     ``motion_frame``: ``"previous"`` (official) or ``"current"``; ``scale_motion``: scale the
     motion magnitude with each level (default False, official). See the module docstring.
     """
@@ -321,10 +445,11 @@ class RDG(nn.Module):
         self.encoders = nn.ModuleList([nn.Sequential(EncodeLayer(d, cyclefc)), nn.Sequential(EncodeLayer(2 * d, cyclefc))])
         self.downs = nn.ModuleList([nn.Conv2d(d, 2 * d, 3, 2, 1), nn.Conv2d(2 * d, 3 * d, 3, 2, 1)])
         self.middle_encoders = nn.Sequential(EncodeLayer(3 * d, cyclefc))
-        self.middle_decoders = DecodeLayer(3 * d, scale_motion=scale_motion)
+        fast = cyclefc == "fast"
+        self.middle_decoders = DecodeLayer(3 * d, scale_motion=scale_motion, fast=fast)
         self.ups = nn.ModuleList([Upsample2x(3 * d, 2 * d), Upsample2x(2 * d, d)])
-        self.decoders = nn.ModuleList([DecodeLayer(2 * d, scale_motion=scale_motion),
-                                       DecodeLayer(d, scale_motion=scale_motion)])
+        self.decoders = nn.ModuleList([DecodeLayer(2 * d, scale_motion=scale_motion, fast=fast),
+                                       DecodeLayer(d, scale_motion=scale_motion, fast=fast)])
         self.skip_alphas = nn.ParameterList([nn.Parameter(torch.zeros(1, d, 1, 1)),
                                              nn.Parameter(torch.zeros(1, 2 * d, 1, 1))])
         self.UpSample = nn.Sequential(nn.Conv2d(d, 3 * scale * scale, 3, 1, 1), nn.PixelShuffle(scale))
@@ -353,6 +478,13 @@ class RDG(nn.Module):
         hidden_quarter, hidden_half, hidden_full, previous_motion, started = state
         image, depth, motion = (_pad(frame[k]) for k in ("image", "depth", "motion"))
         gbuffers = _pad(torch.cat([frame["normal"], frame["brdf"]], dim=1))
+        if self.cyclefc == "fast" and image.device.type == "cpu":
+            # Channels-last memory: oneDNN's CPU convolutions run 1.3-10x faster on it than on
+            # NCHW (depth-wise ones most), and 1x1 convs and the attention become plain matrix
+            # products over pixel rows. Values are unchanged; the state stays channels-last.
+            image, depth, motion, gbuffers, hidden_quarter, hidden_half, hidden_full = (
+                t.contiguous(memory_format=torch.channels_last)
+                for t in (image, depth, motion, gbuffers, hidden_quarter, hidden_half, hidden_full))
         warp_motion = previous_motion if self.motion_frame == "previous" else motion
 
         x = self.first_conv(image)
@@ -366,8 +498,19 @@ class RDG(nn.Module):
         new_half = self.decoders[0](x, *guide, hidden_half, warp_motion, started)
         x = self.ups[1](new_half) + self.skip_alphas[0] * skip_full
         new_full = self.decoders[1](x, *guide, hidden_full, warp_motion, started)
-        out = self.UpSample((new_full + residual)[:, :, :h, :w])
+        out = self._upsample((new_full + residual)[:, :, :h, :w])
         return out, (new_quarter, new_half, new_full, motion, torch.ones_like(started))
+
+    def _upsample(self, x: torch.Tensor) -> torch.Tensor:
+        conv, shuffle = self.UpSample
+        if self.cyclefc != "fast" or not x.is_contiguous(memory_format=torch.channels_last):
+            return shuffle(conv(x))
+        # PixelShuffle by hand: on a channels-last input this one reshape copy is ~2x faster
+        # than nn.PixelShuffle and gives an ordinary contiguous NCHW output.
+        y = conv(x)
+        b, c, h, w = y.shape
+        r = shuffle.upscale_factor
+        return y.view(b, c // (r * r), r, r, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c // (r * r), h * r, w * r)
 
     def forward(self, batch: dict) -> torch.Tensor:
         """``batch``: ``(B, T, C, H, W)`` per key of ``inputs`` -> ``(B, T, 3, sH, sW)``."""
