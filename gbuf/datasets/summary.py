@@ -51,7 +51,11 @@ def format_info(summary: dict) -> str:
              f"{len(summary['sequences'])} sequence(s), {human_bytes(summary['bytes'])}"]
     for name, seq in summary["sequences"].items():
         sa = seq["attrs"]
-        extra = ", ".join(f"{k} {sa[k]}" for k in ("fps", "renderer", "scene") if k in sa)
+        scene = sa.get("scene")
+        if isinstance(scene, dict):  # the renderer records file, hash, recipe...: show the name
+            scene = scene.get("file") or (f"recipe {scene['recipe']}" if scene.get("recipe") else None)
+        shown = {**sa, "scene": scene}
+        extra = ", ".join(f"{k} {shown[k]}" for k in ("fps", "renderer", "scene") if shown.get(k) is not None)
         lines.append(f"  {name}: {sa.get('num_frames')} frames" + (f" ({extra})" if extra else ""))
         for rname, r in seq["resolutions"].items():
             state = "" if r["complete"] else f" [{r['frames']}/{r['planned_frames']} frames complete]"
