@@ -70,15 +70,15 @@ def render(scene=None, output=None, *, resolution=(1920, 1080), scale=4, frames=
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gbuf-render-") as tmp:
         tmp = Path(tmp)
-        if scene is None:
-            source = _default_scene(tmp, seed, frames)
-        else:
+        if scene is not None:
             path = _blend.check_blend_file(scene)
             source = {"path": path, "file": str(path.resolve()), "sha256": _blend.file_sha256(path),
                       "recipe": None}
         console = None if quiet else _real_stderr()
         try:
             with _native_output_to(tmp / "blender.log"):
+                if scene is None:
+                    source = _default_scene(tmp, seed, frames)
                 result = _render_blend(source, str(output), settings, frames, sequence, overwrite,
                                        allow_scripts, console, tmp)
         finally:
@@ -124,6 +124,11 @@ def _render_blend(source: dict, output: str, settings: RenderSettings, frames, s
     num_frames = end - start + 1
     # Devices first: a missing GPU is an error before anything is written.
     passes.configure_scene(scene, settings)
+    if "motion" in settings.buffers and camera.data.type == "ORTHO":
+        # Measured on 5.0.1: Cycles projects the previous frame's position through a perspective
+        # camera even when the camera is orthographic, so Vector is wrong (off by tens of pixels).
+        raise GbufError(f"{where}: camera {camera.name!r} is orthographic; Cycles writes wrong motion "
+                        f"vectors for orthographic cameras, so use a perspective one or leave out 'motion'")
     if settings.lr_mode == "aliased":
         _check_shift_not_animated(camera, where)
     view_layer = bpy.context.view_layer
