@@ -156,7 +156,8 @@ def _render_blend(source: dict, output: str, settings: RenderSettings, frames, s
     _check_resumable(output, name, sequence_attrs, overwrite)
 
     (hw, hh), (lw, lh) = settings.hr_size, settings.lr_size
-    buffers = list(settings.buffers)
+    # In the store's order (grouped by pack): what the writer records and compares on resume.
+    buffers = [b for members in fmt.pack_layout(settings.buffers).values() for b, _, _ in members]
     writer = SequenceWriter(output, name, num_frames=num_frames,
                             resolutions={fmt.HR: (hh, hw, buffers), fmt.LR: (lh, lw, buffers)},
                             sequence_attrs=sequence_attrs,
