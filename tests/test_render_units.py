@@ -65,10 +65,11 @@ def test_conversion_follows_the_format_conventions():
     layers = {"Combined": np.ones((h, w, 4), np.float32), "Depth": depth, "Normal": normal, "Vector": vector,
               "Diffuse Color": np.full((h, w, 3), 0.25, np.float32),
               "Glossy Color": np.full((h, w, 3), 0.5, np.float32)}
-    background = np.full((h, w, 2), 7.0, np.float32)
-    out = convert.to_buffers(layers, ["image", "depth", "normal", "motion", "brdf"], background_motion=background)
+    cameras = (_view_projection(0.0), _view_projection(0.02))
+    out = convert.to_buffers(layers, ["image", "depth", "normal", "motion", "brdf"], cameras=cameras)
     assert out["motion"][0, 0].tolist() == [1.5, -2.0]           # (X, -Y): y down
-    assert out["motion"][1, 2].tolist() == [7.0, 7.0]            # background: the camera's motion
+    sky = convert.camera_background_motion(*cameras, w, h)[1, 2]   # background: the camera's motion
+    assert sky[0] > 0.01 and np.allclose(out["motion"][1, 2], sky)
     assert out["motion"][0, 1].tolist() == [0.0, 0.0]            # a still surface stays still
     assert np.isinf(out["depth"][1, 2, 0]) and out["depth"][0, 0, 0] == 4.0
     assert np.allclose(out["normal"][0, 0], [0, 0, 1]) and not out["normal"][1, 2].any()
@@ -77,24 +78,31 @@ def test_conversion_follows_the_format_conventions():
         convert.to_buffers(layers, ["emission"])
 
 
+def _view_projection(yaw):
+    """A perspective camera at the origin looking down -Z, turned by ``yaw`` about its Y axis."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    world_to_camera = np.eye(4)
+    world_to_camera[:3, :3] = np.array([[c, 0, -s], [0, 1, 0], [s, 0, c]])
+    f, n, far = 2.0, 0.1, 100.0
+    proj = np.array([[f, 0, 0, 0], [0, f * 16 / 9, 0, 0],
+                     [0, 0, (far + n) / (n - far), 2 * far * n / (n - far)], [0, 0, -1, 0]])
+    return proj @ world_to_camera
+
+
 def test_camera_background_motion_of_a_still_and_a_turning_camera():
     import math
 
-    def view_projection(yaw):
-        c, s = math.cos(yaw), math.sin(yaw)
-        world_to_camera = np.eye(4)
-        world_to_camera[:3, :3] = np.array([[c, 0, -s], [0, 1, 0], [s, 0, c]])   # yaw about camera Y
-        f, n, far = 2.0, 0.1, 100.0
-        proj = np.array([[f, 0, 0, 0], [0, f * 16 / 9, 0, 0],
-                         [0, 0, (far + n) / (n - far), 2 * far * n / (n - far)], [0, 0, -1, 0]])
-        return proj @ world_to_camera
-
+    view_projection = _view_projection
     still = convert.camera_background_motion(view_projection(0.0), view_projection(0.0), 17, 9)
     assert not still.any()
     turned = convert.camera_background_motion(view_projection(0.0), view_projection(0.01), 17, 9)
     # The previous camera saw the centre ray tan(yaw) off its axis: f * tan(yaw) * width / 2 pixels right.
     assert turned[4, 8, 0] == pytest.approx(2.0 * math.tan(0.01) * 17 / 2, rel=1e-4)
     assert abs(turned[4, 8, 1]) < 1e-6
+    mask = np.zeros((9, 17), bool)
+    mask[2:5, 3:9] = True
+    only = convert.camera_background_motion(view_projection(0.0), view_projection(0.01), 17, 9, only=mask)
+    assert np.allclose(only, turned[mask])
 
 
 def test_options_are_checked_before_blender_starts():

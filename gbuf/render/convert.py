@@ -46,12 +46,14 @@ def background_mask(depth_layer: np.ndarray) -> np.ndarray:
 
 
 def to_buffers(layers: dict[str, np.ndarray], buffers, *, transparent: bool = False,
-               background_motion: np.ndarray | None = None, where: str = "render") -> dict[str, np.ndarray]:
+               cameras: tuple[np.ndarray, np.ndarray] | None = None,
+               where: str = "render") -> dict[str, np.ndarray]:
     """Convert one render's passes (``exr.read_layers``) into ``{buffer: (H, W, C) array}``.
 
     ``transparent``: the film was transparent (for ``alpha``); the world seen
-    directly is added back from ``Environment``. ``background_motion``: (H, W, 2)
-    gbuf motion of points at infinity, used where Vector has nothing (no surface).
+    directly is added back from ``Environment``. ``cameras``: the view-projection
+    matrices of frame t and t-1 (perspective), to give pixels where Vector has
+    nothing (no surface) the motion of points at infinity.
     """
     from gbuf.errors import GbufError
 
@@ -78,7 +80,7 @@ def to_buffers(layers: dict[str, np.ndarray], buffers, *, transparent: bool = Fa
         elif name == "normal":
             out[name] = unit_normals(layer("Normal")[..., :3])
         elif name == "motion":
-            out[name] = motion_from_vector(layer("Vector"), background_mask(layer("Depth")), background_motion)
+            out[name] = motion_from_vector(layer("Vector"), background_mask(layer("Depth")), cameras)
         elif name == "brdf":
             out[name] = layer("Diffuse Color")[..., :3] + layer("Glossy Color")[..., :3]
         elif name == "diffuse_color":
@@ -99,14 +101,19 @@ def unit_normals(normal: np.ndarray) -> np.ndarray:
 
 
 def motion_from_vector(vector: np.ndarray, background: np.ndarray,
-                       background_motion: np.ndarray | None = None) -> np.ndarray:
-    """gbuf motion (t -> t-1, x right, y down) from Blender's Vector pass (XY: to t-1, y up)."""
+                       cameras: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """gbuf motion (t -> t-1, x right, y down) from Blender's Vector pass (XY: to t-1, y up).
+
+    With ``cameras`` (view-projections of t and t-1), pixels where Cycles wrote
+    nothing (pure background, Vector exactly zero) get the camera's motion at infinity.
+    """
     motion = np.stack([vector[..., 0], -vector[..., 1]], axis=-1).astype(np.float32)
     motion[motion == 0] = 0.0   # no -0.0 from the negation: keeps stored bytes canonical
-    if background_motion is not None:
-        # Only where Cycles wrote nothing: pure background, Vector exactly zero.
+    if cameras is not None:
         empty = background & np.all(vector == 0, axis=-1)
-        motion[empty] = background_motion[empty]
+        if empty.any():
+            height, width = empty.shape
+            motion[empty] = camera_background_motion(cameras[0], cameras[1], width, height, only=empty)
     return motion
 
 
@@ -118,8 +125,10 @@ def pixel_centres_ndc(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def camera_background_motion(view_projection: np.ndarray, previous_view_projection: np.ndarray,
-                             width: int, height: int) -> np.ndarray:
+                             width: int, height: int, only: np.ndarray | None = None) -> np.ndarray:
     """(H, W, 2) gbuf motion of points infinitely far away, from two perspective cameras.
+
+    ``only``: an (H, W) mask; then just those pixels' motion, as (N, 2).
 
     ``view_projection``: 4x4 projection @ world-to-camera of frame t, and of frame
     t-1. A point at infinity has w = 0, so only the cameras' rotations (and lens)
@@ -127,6 +136,8 @@ def camera_background_motion(view_projection: np.ndarray, previous_view_projecti
     camera get 0.
     """
     nx, ny = pixel_centres_ndc(width, height)
+    if only is not None:
+        nx, ny = nx[only], ny[only]
     inverse = np.linalg.inv(np.asarray(view_projection, dtype=np.float64))
     def unproject(z):
         clip = np.stack([nx, ny, np.full_like(nx, z), np.ones_like(nx)], axis=-1)

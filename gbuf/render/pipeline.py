@@ -10,6 +10,7 @@ fixed seed makes the resumed frames identical to an uninterrupted run.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import os
@@ -165,20 +166,41 @@ def _render_blend(source: dict, output: str, settings: RenderSettings, frames, s
                             overwrite=overwrite)
     first = writer.next_frame
     frame_renderer = _FrameRenderer(scene, camera, view_layer.name, settings, tmp, where)
-    with writer, _progress(console, num_frames, first, name) as advance:
-        if first < num_frames:
-            frame_renderer.set_previous(start + first - 1)
-        for t in range(first, num_frames):
-            frame = start + t
-            hr, lr = frame_renderer.render(frame, None if jitter is None else jitter[t])
+    # Blender releases the GIL while Cycles renders, so frame t is read back, converted and
+    # appended on a worker thread while frame t+1 renders. One worker keeps appends in order;
+    # frames alternate between two sets of EXR files so the two never share one.
+    with writer, _progress(console, num_frames, first, name) as advance, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gbuf-append") as worker:
+
+        def finish(rendered: "_RenderedFrame") -> None:
+            hr, lr = frame_renderer.convert(rendered)
             writer.append({fmt.HR: hr, fmt.LR: lr})
             advance()
+
+        if first < num_frames:
+            frame_renderer.set_previous(start + first - 1)
+        pending = None
+        for t in range(first, num_frames):
+            rendered = frame_renderer.render(start + t, None if jitter is None else jitter[t], slot=t % 2)
+            if pending is not None:
+                pending.result()          # frame t-1 is in the store (or its error is raised here)
+            pending = worker.submit(finish, rendered)
+        if pending is not None:
+            pending.result()
     return RenderResult(output=output, sequence=name, num_frames=num_frames, rendered=num_frames - first,
                         resumed_from=first, seconds=0.0)
 
 
+@dataclasses.dataclass
+class _RenderedFrame:
+    frame: int
+    files: dict            # group -> EXR path
+    view_projection: object = None
+    previous_view_projection: object = None
+
+
 class _FrameRenderer:
-    """Renders one frame at HR and LR and converts both; keeps the previous camera for motion."""
+    """Renders one frame at HR and LR (main thread, bpy); converts it (any thread, no bpy)."""
 
     def __init__(self, scene, camera, view_layer: str, settings: RenderSettings, tmp: Path, where: str):
         self.scene = scene
@@ -209,34 +231,39 @@ class _FrameRenderer:
             self.scene.frame_set(frame)
             self.previous = self._view_projection()
 
-    def render(self, frame: int, jitter):
+    def render(self, frame: int, jitter, slot: int = 0) -> _RenderedFrame:
         from gbuf.render import passes
 
         self.scene.frame_set(frame)
         now = self._view_projection() if self.fill_background else None
-        out = {}
+        files = {}
         for group in (fmt.HR, fmt.LR):
             passes.configure_resolution(self.scene, self.settings, group)
             width, height = self.settings.hr_size if group == fmt.HR else self.settings.lr_size
-            path = self.tmp / f"{group}.exr"
+            path = self.tmp / f"{group}_{slot}.exr"
             with _jittered(self.camera, jitter if group == fmt.LR else None, width, height):
-                self._render_still(path, frame, group)
+                render_still(self.scene, path, where=f"{self.where}: frame {frame} ({group})")
+            files[group] = path
+        rendered = _RenderedFrame(frame, files, now, self.previous)
+        self.previous = now
+        return rendered
+
+    def convert(self, rendered: _RenderedFrame):
+        """Read the frame's EXR files back, delete them, and convert to gbuf buffers (hr, lr)."""
+        out = {}
+        for group, path in rendered.files.items():
             try:
                 layers = exr.read_layers(path, self.view_layer)
             finally:
                 path.unlink(missing_ok=True)
-            background = None
-            if now is not None:
-                background = convert.camera_background_motion(now, self.previous, width, height)
+            cameras = None
+            if rendered.view_projection is not None:
+                cameras = (rendered.view_projection, rendered.previous_view_projection)
             out[group] = convert.to_buffers(layers, self.settings.buffers,
                                             transparent="alpha" in self.settings.buffers,
-                                            background_motion=background,
-                                            where=f"{self.where}: frame {frame} ({group})")
-        self.previous = now
+                                            cameras=cameras,
+                                            where=f"{self.where}: frame {rendered.frame} ({group})")
         return out[fmt.HR], out[fmt.LR]
-
-    def _render_still(self, path: Path, frame: int, group: str) -> None:
-        render_still(self.scene, path, where=f"{self.where}: frame {frame} ({group})")
 
 
 def render_still(scene, path: Path, *, where: str) -> None:
