@@ -1,19 +1,56 @@
-"""``gbuf dataset push / pull / card`` (the sharing issue)."""
+"""``gbuf dataset push / pull / card``: publish, fetch and describe a dataset."""
+
+from __future__ import annotations
 
 import click
 
-from gbuf.cli import not_available
-
 
 def register(group: click.Group) -> None:
-    for name in ("push", "pull", "card"):
-        group.add_command(_stub(name))
+    group.add_command(push)
+    group.add_command(pull)
+    group.add_command(card)
 
 
-def _stub(name: str) -> click.Command:
-    @click.command(name, help=f"{name.capitalize()} a dataset (not available yet).",
-                   context_settings={"ignore_unknown_options": True})
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def command(args) -> None:
-        not_available(f"dataset {name}", "the sharing issue")
-    return command
+@click.command("push")
+@click.argument("ds", type=click.Path(file_okay=False))
+@click.argument("url")
+@click.option("--jobs", "-j", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Parallel transfers.")
+@click.option("--force", is_flag=True, help="Write over a destination that holds another dataset.")
+@click.option("--readback", is_flag=True, help="Download every uploaded object again and re-hash it.")
+@click.option("--license", "license_", default=None, help="Set the license recorded in the card.")
+def push(ds: str, url: str, jobs: int, force: bool, readback: bool, license_: str | None) -> None:
+    """Publish the local store DS at URL (any fsspec URL; incremental, resumable)."""
+    from gbuf.datasets.sharing import push as push_store
+    from gbuf.datasets.summary import human_bytes
+
+    r = push_store(ds, url, jobs=jobs, force=force, progress=True, readback=readback, license=license_)
+    click.echo(f"pushed {ds} -> {url}: {r['sent_files']} file(s), {human_bytes(r['sent_bytes'])} sent, "
+               f"{r['skipped_files']} already there; {r['files']} file(s), "
+               f"{human_bytes(r['total_bytes'])} in all")
+
+
+@click.command("pull")
+@click.argument("url")
+@click.argument("ds", type=click.Path(file_okay=False))
+@click.option("--jobs", "-j", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Parallel transfers.")
+@click.option("--force", is_flag=True, help="Write over a local folder that holds another dataset.")
+def pull(url: str, ds: str, jobs: int, force: bool) -> None:
+    """Fetch the pushed store at URL into the local folder DS (verified on arrival)."""
+    from gbuf.datasets.sharing import pull as pull_store
+    from gbuf.datasets.summary import human_bytes
+
+    r = pull_store(url, ds, jobs=jobs, force=force, progress=True)
+    click.echo(f"pulled {url} -> {ds}: {r['received_files']} file(s), {human_bytes(r['received_bytes'])} "
+               f"received, {r['skipped_files']} already there; {r['frames_verified']} frame(s) verified")
+
+
+@click.command("card")
+@click.argument("ds", type=click.Path(exists=True, file_okay=False))
+@click.option("--license", "license_", default=None, help="License to record (kept in the root attrs).")
+def card(ds: str, license_: str | None) -> None:
+    """Write the dataset card, README.md at the root of DS, from its attrs."""
+    from gbuf.datasets.datacard import write_card
+
+    click.echo(f"wrote {write_card(ds, license=license_)}")

@@ -46,8 +46,13 @@ def _quiet_members(group, kind: str) -> list[str]:
         return sorted(keys)
 
 
-def open(path: str | os.PathLike, mode: str = "r", *, storage_options: dict | None = None) -> "Dataset":
-    """Open a gbuf store (a local path or an fsspec URL) for reading (``r``) or update (``r+``)."""
+def open(path: str | os.PathLike, mode: str = "r", *, storage_options: dict | None = None,
+         cache_dir=None) -> "Dataset":
+    """Open a gbuf store (a local path or an fsspec URL) for reading (``r``) or update (``r+``).
+
+    URLs: options from ``storage_options`` or ``GBUF_STORAGE_OPTIONS``; an optional
+    local shard cache from ``cache_dir`` or ``GBUF_CACHE_DIR`` (see remote_store).
+    """
     if mode not in ("r", "r+"):
         raise GbufError(f"{path}: mode must be 'r' or 'r+', not {mode!r}")
     zarr = _zarr()
@@ -60,13 +65,18 @@ def open(path: str | os.PathLike, mode: str = "r", *, storage_options: dict | No
             raise GbufError(f"{text}: not a gbuf store (no zarr.json at its root)")
     try:
         if _is_url(text):
-            root = zarr.open_group(text, mode=mode, storage_options=storage_options)
+            from gbuf.datasets import remote_store
+
+            store = remote_store.open_zarr_store(text, read_only=(mode == "r"),
+                                                 storage_options=storage_options, cache_dir=cache_dir)
+            root = zarr.open_group(store, mode=mode)
         else:
             root = zarr.open_group(text, mode=mode)
     except GbufError:
         raise
     except Exception as err:  # zarr raises many types for a broken store
-        raise GbufError(f"{text}: cannot open as a Zarr v3 store ({type(err).__name__}: {err})") from None
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise GbufError(f"{text}: cannot open as a Zarr v3 store ({type(err).__name__}: {detail})") from None
     attrs = _gbuf_attrs(root)
     if attrs.get("format") != fmt.FORMAT_NAME:
         raise GbufError(f"{text}: not a gbuf store (root attrs lack gbuf.format)")
