@@ -30,7 +30,7 @@ def _frames(text: str | None) -> tuple[int, int] | None:
 
 
 @click.command()
-@click.argument("scene", required=False, metavar="[SCENE.blend]")
+@click.argument("scenes", nargs=-1, metavar="[SCENE.blend]...")
 @click.option("-o", "--output", required=True, metavar="DATA.zarr", help="The gbuf store to write (created or resumed).")
 @click.option("--resolution", default="1920x1080", show_default=True, metavar="WxH", help="HR size.")
 @click.option("--scale", default=4, show_default=True, type=int, help="LR = HR / scale.")
@@ -48,14 +48,77 @@ def _frames(text: str | None) -> tuple[int, int] | None:
 @click.option("--overwrite", is_flag=True, help="Replace the sequence instead of resuming it.")
 @click.option("--allow-scripts", is_flag=True, help="Let Python embedded in the .blend run (untrusted by default).")
 @click.option("--quiet", is_flag=True, help="No progress bar (for logs).")
-def render(scene, output, resolution, scale, frames, samples, denoise, lr_mode, device, passes, seed, sequence,
-           overwrite, allow_scripts, quiet) -> None:
-    """Render SCENE.blend (default: the built-in default recipe) into HR/LR G-buffer sequences."""
+@click.option("--frames-per-shard", type=int, metavar="N",
+              help="Frames per shard of a new sequence (default: about 192 MiB shards, at most 64 frames).")
+@click.option("--plan", is_flag=True, help="Only create the sequence's arrays (final shape) and print its blocks.")
+@click.option("--block", type=int, metavar="K",
+              help="Render only block K (one Slurm array / indexed-job task; see docs/scaling.md).")
+@click.option("--blocks-of", type=int, metavar="N", help="Frames per block (a multiple of the shard; default: one shard).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+              help="Render every scene as one Ray job, one task per block (no ADDRESS: a local Ray; "
+                   "put --ray last or write --ray=ADDRESS).")
+@click.option("--retries", default=2, show_default=True, type=int, help="With --ray: retries of a failed block task.")
+def render(scenes, output, resolution, scale, frames, samples, denoise, lr_mode, device, passes, seed, sequence,
+           overwrite, allow_scripts, quiet, frames_per_shard, plan, block, blocks_of, ray_address, retries) -> None:
+    """Render SCENE.blend files (default: the built-in default recipe) into HR/LR G-buffer sequences."""
     from gbuf.render import render as run
 
-    result = run(scene, output, resolution=_resolution(resolution), scale=scale, frames=_frames(frames),
-                 samples=samples, denoise=denoise, lr_mode=lr_mode, device=device.lower(), passes=passes,
-                 seed=seed, sequence=sequence, overwrite=overwrite, allow_scripts=allow_scripts, quiet=quiet)
+    if ray_address is not None:
+        _render_on_ray(scenes, output, ray_address, blocks_of, retries, quiet, locals())
+        return
+    if len(scenes) > 1 and (sequence or block is not None or plan):
+        raise GbufError("render: --sequence, --block and --plan take one scene (use --ray for several)")
+    if overwrite and (block is not None or plan):
+        raise GbufError("render: --overwrite with --block/--plan would discard other blocks' frames; "
+                        "remove the sequence first")
+    for scene in scenes or (None,):
+        result = run(scene, output, resolution=_resolution(resolution), scale=scale, frames=_frames(frames),
+                     samples=samples, denoise=denoise, lr_mode=lr_mode, device=device.lower(), passes=passes,
+                     seed=seed, sequence=sequence, overwrite=overwrite, allow_scripts=allow_scripts,
+                     quiet=quiet, frames_per_shard=frames_per_shard, block=block, blocks_of=blocks_of, plan=plan)
+        if plan:
+            _echo_plan(result, blocks_of)
+            continue
+        _echo_result(result, quiet)
+
+
+def _echo_plan(result, blocks_of) -> None:
+    import gbuf.datasets as gd
+    from gbuf.render.blocks import pending_blocks
+
+    pending, count = pending_blocks(result.output, result.sequence, blocks_of)
+    seq = gd.open(result.output, mode="r")[result.sequence]
+    fps = seq[seq.resolutions[0]].frames_per_shard
+    # Always printed (also with --quiet): scripts read the last line.
+    click.echo(f"{result.output}/{result.sequence}: {result.num_frames} frames, blocks 0..{count - 1} of "
+               f"{blocks_of or fps} frames ({fps} per shard), {len(pending)} to render")
+
+
+def _render_on_ray(scenes, output, address, blocks_of, retries, quiet, opts) -> None:
+    from gbuf.render.blocks import render_on_ray
+
+    if opts["block"] is not None or opts["plan"]:
+        raise GbufError("render: --ray plans and runs every block itself; leave out --block/--plan")
+    if opts["overwrite"]:
+        raise GbufError("render: --overwrite is not supported with --ray; remove the sequence first")
+    forwarded = ["--resolution", opts["resolution"], "--scale", str(opts["scale"]), "--lr-mode", opts["lr_mode"],
+                 "--device", opts["device"], "--seed", str(opts["seed"]),
+                 "--denoise" if opts["denoise"] else "--no-denoise"]
+    for flag, key in (("--frames", "frames"), ("--samples", "samples"), ("--passes", "passes"),
+                      ("--sequence", "sequence"), ("--frames-per-shard", "frames_per_shard")):
+        if opts[key] is not None:
+            forwarded += [flag, str(opts[key])]
+    if opts["allow_scripts"]:
+        forwarded.append("--allow-scripts")
+    result = render_on_ray(list(scenes), output, address=address or None, render_options=forwarded,
+                           blocks_of=blocks_of, max_retries=retries,
+                           echo=None if quiet else (lambda msg: click.echo(msg, err=True)))
+    click.echo(f"{result.output}: {', '.join(result.sequences)}: {result.blocks_run} block task(s) run, "
+               f"{result.blocks_skipped} already complete, {result.verified_frames} frames verified, "
+               f"{result.seconds:.1f} s")
+
+
+def _echo_result(result, quiet) -> None:
     if not quiet:
         if result.rendered == 0:
             click.echo(f"{result.output}/{result.sequence}: already complete ({result.num_frames} frames)")

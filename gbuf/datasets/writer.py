@@ -15,6 +15,10 @@ Why it is built this way:
 * When every shard of a resolution is written, the markers are consolidated into
   the group's attrs (``complete: true``, ``checksums``) and the writer state is
   removed, so a finished store needs nothing outside the zarr hierarchy.
+* Parallel writers (``frame_range=(start, stop)``): each writes one shard-aligned
+  block of frames into arrays that already have their final shape; no two blocks
+  share a shard, so they never touch one file. Whichever finishes last (or a driver
+  calling ``consolidate``) folds the markers in once every shard has one.
 """
 
 from __future__ import annotations
@@ -116,6 +120,7 @@ class SequenceWriter:
         frames_per_shard: int | None = None,
         overwrite: bool = False,
         resume: bool = True,
+        frame_range: tuple[int, int] | None = None,
     ):
         import zarr
 
@@ -159,7 +164,22 @@ class SequenceWriter:
             extra = (resolution_attrs or {}).get(name, {})
             self._groups[name] = self._open_resolution(name, h, w, bufs, scales[name], extra, overwrite, resume)
             self._layouts[name] = fmt.pack_layout(bufs)
+        self.start, self.stop = self._check_frame_range(frame_range)
         self.next_frame = self._first_incomplete()
+
+    def _check_frame_range(self, frame_range) -> tuple[int, int]:
+        """``(start, stop)`` this writer may write: the whole sequence, or whole shards of it."""
+        if frame_range is None:
+            return 0, self.num_frames
+        start, stop = (int(v) for v in frame_range)
+        n = self.frames_per_shard
+        if not 0 <= start < stop <= self.num_frames:
+            raise GbufError(f"{self.path}: frame range {start}:{stop} is empty or outside the "
+                            f"{self.num_frames} frames of {self.sequence!r}")
+        if start % n or (stop % n and stop != self.num_frames):
+            raise GbufError(f"{self.path}: frame range {start}:{stop} of {self.sequence!r} is not aligned to "
+                            f"its shards of {n} frames (parallel writers must never share a shard)")
+        return start, stop
 
     # -- set-up ----------------------------------------------------------------------
     def _open_root(self, zarr, dataset_attrs):
@@ -171,7 +191,7 @@ class SequenceWriter:
             attrs = dict(root.attrs.get(fmt.ATTRS_KEY, {}))
             if attrs.get("format") != fmt.FORMAT_NAME:
                 raise GbufError(f"{self.path}: a Zarr store but not a gbuf store; refusing to write into it")
-            if dataset_attrs:
+            if dataset_attrs and _jsonish({**attrs, **dataset_attrs}) != _jsonish(attrs):
                 attrs.update(dataset_attrs)
                 root.attrs[fmt.ATTRS_KEY] = attrs
             return root
@@ -198,7 +218,7 @@ class SequenceWriter:
                 raise GbufError(
                     f"{self.path}: sequence {self.sequence!r} has {attrs.get('num_frames')} frames, "
                     f"not {self.num_frames}")
-            if sequence_attrs:
+            if sequence_attrs and _jsonish({**attrs, **sequence_attrs}) != _jsonish(attrs):
                 attrs.update(sequence_attrs)
                 attrs["num_frames"] = self.num_frames
                 group.attrs[fmt.ATTRS_KEY] = attrs
@@ -278,22 +298,25 @@ class SequenceWriter:
         return ds[self.sequence][name]
 
     def _first_incomplete(self) -> int:
-        first = self.num_frames
+        first = self.stop
         for name in self._specs:
-            done = self._resolution(name).complete_frames()
+            done = self._resolution(name).complete_frames()[self.start:self.stop]
             gaps = np.flatnonzero(~done)
-            first = min(first, int(gaps[0]) if len(gaps) else self.num_frames)
+            first = min(first, self.start + int(gaps[0]) if len(gaps) else self.stop)
         return first
 
     # -- writing -----------------------------------------------------------------------
     @property
     def complete(self) -> bool:
-        return self.next_frame >= self.num_frames
+        """Every frame this writer may write is written (its block, with ``frame_range``)."""
+        return self.next_frame >= self.stop
 
     def append(self, frame: dict[str, dict[str, np.ndarray]]) -> int:
         """Add frame ``next_frame``: ``{resolution: {buffer: (H, W, C) array}}``. Returns its index."""
         t = self.next_frame
-        if t >= self.num_frames:
+        if t >= self.stop:
+            if self.stop < self.num_frames or self.start > 0:
+                raise GbufError(f"{self.path}: frames {self.start}:{self.stop} of {self.sequence!r} are all written")
             raise GbufError(f"{self.path}: sequence {self.sequence!r} already has all {self.num_frames} frames")
         packed = {name: self._pack(name, frame, t) for name in self._specs}
         for name, arrays in packed.items():
@@ -356,10 +379,12 @@ class SequenceWriter:
         for path in staged:
             path.unlink(missing_ok=True)
 
-    def finalize(self) -> None:
-        """Fold shard markers into attrs once every shard is written; remove writer state."""
-        for name in self._specs:
-            consolidate(self.path, self.sequence, name)
+    def finalize(self) -> bool:
+        """Fold shard markers into attrs once every shard is written; remove writer state.
+
+        Returns whether every group is complete (a block writer's other blocks may not be).
+        """
+        return all([consolidate(self.path, self.sequence, name) for name in self._specs])
 
     def close(self) -> None:
         if self.complete:
@@ -386,8 +411,15 @@ def consolidate(store: str | os.PathLike, sequence: str, resolution: str) -> boo
         return True
     if len(res.committed_shards()) < res._num_shards():
         return False
-    sums = res.checksums()
-    stats = res.frame_stats()
+    try:
+        sums = res.checksums()
+        stats = res.frame_stats()
+    except (FileNotFoundError, ValueError):
+        # Another block writer finishing at the same moment consolidated first and removed
+        # the markers (or is writing one): its result stands if it completed the group.
+        return bool(_store.open(path, mode="r")[sequence][resolution].attrs.get("complete"))
+    if any(v is None for values in sums.values() for v in values):
+        return False
     group = zarr.open_group(str(path), mode="r+")[sequence][resolution]
     meta = dict(group.attrs.get(fmt.ATTRS_KEY, {}))
     meta.update({"complete": True, "checksums": sums, "stats": stats})
@@ -400,6 +432,10 @@ def consolidate(store: str | os.PathLike, sequence: str, resolution: str) -> boo
         except OSError:
             pass
     return True
+
+
+def _jsonish(value):
+    return json.loads(json.dumps(value))
 
 
 def _check_name(name: str, where) -> None:

@@ -51,7 +51,8 @@ class RenderResult:
 
 def render(scene=None, output=None, *, resolution=(1920, 1080), scale=4, frames=None, samples=None,
            denoise=True, lr_mode="render", device="cpu", passes=None, seed=0, sequence=None,
-           overwrite=False, allow_scripts=False, quiet=False) -> RenderResult:
+           overwrite=False, allow_scripts=False, quiet=False, frames_per_shard=None, block=None,
+           blocks_of=None, plan=False) -> RenderResult:
     """Render ``scene`` (a .blend path; ``None``: the default recipe) into the gbuf store ``output``.
 
     ``frames``: ``(start, end)`` Blender frame numbers, inclusive (default: the
@@ -61,6 +62,11 @@ def render(scene=None, output=None, *, resolution=(1920, 1080), scale=4, frames=
     ``passes``: gbuf buffer names (default: image, depth, normal, motion, brdf).
     An existing sequence is resumed after its last complete frame, if it was made
     with the same scene and settings; ``overwrite`` starts it again.
+
+    Scale-out (``gbuf.render.blocks``): ``plan`` only creates the sequence's arrays
+    with their final shape; ``block=K`` renders only block K, the K-th run of
+    ``blocks_of`` frames (default: one shard), aligned to shards so parallel blocks
+    never share one. ``frames_per_shard`` sets the shard length of a new sequence.
     """
     settings = make_settings(resolution=resolution, scale=scale, samples=samples, denoise=denoise,
                              lr_mode=lr_mode, device=device, passes=passes, seed=seed)
@@ -81,7 +87,9 @@ def render(scene=None, output=None, *, resolution=(1920, 1080), scale=4, frames=
                 if scene is None:
                     source = _default_scene(tmp, seed, frames)
                 result = _render_blend(source, str(output), settings, frames, sequence, overwrite,
-                                       allow_scripts, console, tmp)
+                                       allow_scripts, console, tmp,
+                                       dict(frames_per_shard=frames_per_shard, block=block,
+                                            blocks_of=blocks_of, plan=plan))
         finally:
             if console is not None:
                 console.close()
@@ -110,7 +118,7 @@ def _default_scene(tmp: Path, seed: int, frames) -> dict:
 
 
 def _render_blend(source: dict, output: str, settings: RenderSettings, frames, sequence, overwrite,
-                  allow_scripts, console, tmp: Path) -> RenderResult:
+                  allow_scripts, console, tmp: Path, scale_out: dict | None = None) -> RenderResult:
     import bpy
 
     from gbuf.datasets import SequenceWriter
@@ -163,7 +171,23 @@ def _render_blend(source: dict, output: str, settings: RenderSettings, frames, s
                             resolutions={fmt.HR: (hh, hw, buffers), fmt.LR: (lh, lw, buffers)},
                             sequence_attrs=sequence_attrs,
                             resolution_attrs={fmt.HR: {"kind": "render"}, fmt.LR: lr_attrs},
-                            overwrite=overwrite)
+                            overwrite=overwrite, frames_per_shard=(scale_out or {}).get("frames_per_shard"))
+    stop = num_frames
+    if scale_out and (scale_out["plan"] or scale_out["block"] is not None):
+        from gbuf.render import blocks
+
+        # The full-range writer above created every array with its final shape; a block
+        # writer then owns only its shards.
+        if scale_out["plan"]:
+            writer.close()
+            return RenderResult(output=output, sequence=name, num_frames=num_frames, rendered=0,
+                                resumed_from=writer.next_frame, seconds=0.0)
+        block_range = blocks.block_range(num_frames, writer.frames_per_shard, scale_out["block"],
+                                         scale_out["blocks_of"], where=f"{output}/{name}")
+        writer = SequenceWriter(output, name, num_frames=num_frames,
+                                resolutions={fmt.HR: (hh, hw, buffers), fmt.LR: (lh, lw, buffers)},
+                                sequence_attrs=sequence_attrs, frame_range=block_range)
+        stop = block_range[1]
     first = writer.next_frame
     frame_renderer = _FrameRenderer(scene, camera, view_layer.name, settings, tmp, where)
     # Blender releases the GIL while Cycles renders, so frame t is read back, converted and
@@ -172,22 +196,22 @@ def _render_blend(source: dict, output: str, settings: RenderSettings, frames, s
     with writer, _progress(console, num_frames, first, name) as advance, \
             concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gbuf-append") as worker:
 
-        def finish(rendered: "_RenderedFrame") -> None:
+        def finish(rendered: _RenderedFrame) -> None:
             hr, lr = frame_renderer.convert(rendered)
             writer.append({fmt.HR: hr, fmt.LR: lr})
             advance()
 
-        if first < num_frames:
+        if first < stop:
             frame_renderer.set_previous(start + first - 1)
         pending = None
-        for t in range(first, num_frames):
+        for t in range(first, stop):
             rendered = frame_renderer.render(start + t, None if jitter is None else jitter[t], slot=t % 2)
             if pending is not None:
                 pending.result()          # frame t-1 is in the store (or its error is raised here)
             pending = worker.submit(finish, rendered)
         if pending is not None:
             pending.result()
-    return RenderResult(output=output, sequence=name, num_frames=num_frames, rendered=num_frames - first,
+    return RenderResult(output=output, sequence=name, num_frames=num_frames, rendered=stop - first,
                         resumed_from=first, seconds=0.0)
 
 

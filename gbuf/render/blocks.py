@@ -1,0 +1,242 @@
+"""Rendering in parallel: shard-aligned blocks of frames, run as plain CLI calls or Ray tasks.
+
+The pattern (docs/scaling.md):
+
+1. *Plan*: create every array of a sequence with its final shape
+   (``gbuf render SCENE -o STORE --plan``), so no task ever creates metadata.
+2. *Blocks*: split the sequence's frames into runs of whole shards
+   (``plan_blocks``). A task owns one block: it renders those frames, writes each of
+   its shards once, whole, and leaves a completion marker per shard
+   (``gbuf render SCENE -o STORE --block K``). Two tasks never share a shard, because
+   concurrent writers into one zarr shard lose data (zarr-python #3514, #3682).
+   A retried task resumes after its last staged frame and rewrites identical bytes
+   (seeds are fixed).
+3. *Consolidate*: once every shard has its marker, fold the markers into the
+   group's attrs and verify the checksums.
+
+``render_on_ray`` drives this on a Ray cluster (or a local Ray instance); the same
+``--block K`` call is the unit of work for Slurm arrays or Kubernetes indexed jobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gbuf.errors import GbufError
+
+#: Exit status of a gbuf command for bad input: retrying such a task cannot help.
+USER_ERROR = 2
+
+
+def plan_blocks(num_frames: int, frames_per_shard: int, frames_per_block: int | None = None) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]``: consecutive runs of whole shards covering ``0..num_frames``.
+
+    ``frames_per_block`` (default: one shard) must be a multiple of
+    ``frames_per_shard``; the last block ends at ``num_frames``.
+    """
+    num_frames, frames_per_shard = int(num_frames), int(frames_per_shard)
+    if num_frames < 1 or frames_per_shard < 1:
+        raise GbufError(f"blocks: need at least one frame and one frame per shard "
+                        f"(got {num_frames} frames, {frames_per_shard} per shard)")
+    size = frames_per_shard if frames_per_block is None else int(frames_per_block)
+    if size < 1 or size % frames_per_shard:
+        raise GbufError(f"--blocks-of {size}: must be a positive multiple of the {frames_per_shard} frames per "
+                        f"shard (a block is whole shards, so no two blocks share one)")
+    return [(start, min(start + size, num_frames)) for start in range(0, num_frames, size)]
+
+
+def block_range(num_frames: int, frames_per_shard: int, block: int, frames_per_block: int | None = None,
+                *, where: str = "render") -> tuple[int, int]:
+    """Frames ``(start, stop)`` (sequence indices) of block number ``block``."""
+    blocks = plan_blocks(num_frames, frames_per_shard, frames_per_block)
+    if not 0 <= int(block) < len(blocks):
+        raise GbufError(f"{where}: --block {block}: the sequence has blocks 0..{len(blocks) - 1} "
+                        f"({num_frames} frames in blocks of {blocks[0][1] - blocks[0][0]})")
+    return blocks[int(block)]
+
+
+def pending_blocks(store, sequence: str, frames_per_block: int | None = None) -> tuple[list[int], int]:
+    """Blocks of ``sequence`` not yet complete in every group, and the number of blocks."""
+    import gbuf.datasets as gd
+
+    seq = gd.open(store, mode="r")[sequence]
+    groups = [seq[name] for name in seq.resolutions]
+    fps = groups[0].frames_per_shard
+    blocks = plan_blocks(groups[0].planned_frames, fps, frames_per_block)
+    pending = []
+    for k, (start, stop) in enumerate(blocks):
+        shards = set(range(start // fps, -(-stop // fps)))
+        if any(not shards <= res.committed_shards() for res in groups):
+            pending.append(k)
+    return pending, len(blocks)
+
+
+# ------------------------------------------------------------------------------------ Ray driver
+
+
+@dataclasses.dataclass
+class BlockResult:
+    sequence: str
+    block: int
+    ok: bool
+    seconds: float
+    attempt_pid: int
+    message: str = ""
+
+
+@dataclasses.dataclass
+class RayRenderResult:
+    output: str
+    sequences: list[str]
+    blocks_total: int
+    blocks_run: int
+    blocks_skipped: int
+    seconds: float
+    verified_frames: int
+
+
+def _gbuf_command(scene: str | None, output: str, options: list[str], extra: list[str]) -> list[str]:
+    return [sys.executable, "-m", "gbuf", "render", *([scene] if scene else []), "-o", output,
+            "--quiet", *options, *extra]
+
+
+def _run_gbuf(command: list[str]) -> tuple[int, str]:
+    # Each call is its own process with its own bpy: Blender keeps one scene per process.
+    proc = subprocess.run(command, capture_output=True, text=True, env=_child_env())
+    text = (proc.stdout + proc.stderr).strip()
+    return proc.returncode, text
+
+
+def _child_env() -> dict:
+    env = dict(os.environ)
+    # A Ray worker may run with another working directory: keep the gbuf checkout importable.
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+class BlockFailed(RuntimeError):
+    """A block's process died or failed in a way a retry may fix (Ray retries these)."""
+
+
+def _block_task(command: list[str], sequence: str, block: int) -> BlockResult:
+    started = time.perf_counter()
+    code, text = _run_gbuf(command)
+    seconds = time.perf_counter() - started
+    if code == USER_ERROR:
+        return BlockResult(sequence, block, False, seconds, os.getpid(), text.splitlines()[-1] if text else "")
+    if code != 0:
+        raise BlockFailed(f"{sequence} block {block}: exit status {code}: {text[-2000:]}")
+    return BlockResult(sequence, block, True, seconds, os.getpid(), text)
+
+
+def _plan_task(command: list[str]) -> tuple[int, str]:
+    return _run_gbuf(command)
+
+
+def render_on_ray(scenes: list[str | None], output: str, *, address: str | None = None,
+                  render_options: list[str] | None = None, blocks_of: int | None = None,
+                  max_retries: int = 2, local_cpus: int = 2, verify: bool = True,
+                  echo=None) -> RayRenderResult:
+    """Render ``scenes`` into ``output`` as one Ray job: one task per (sequence, block).
+
+    ``render_options``: ``gbuf render`` options shared by every call (resolution,
+    samples, seed, ...). ``address``: a running Ray cluster (``"auto"``, ``ray://...``,
+    ``HOST:PORT``); ``None`` starts a local instance with ``local_cpus`` CPUs and
+    stops it after. Blocks already complete are skipped; a task whose process fails
+    is retried up to ``max_retries`` times; bad input fails the job at once.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise GbufError("render --ray: Ray is not installed (pip install 'gbuf[share]')") from None
+    from gbuf.datasets import writer as _writer
+
+    echo = echo or (lambda _msg: None)
+    output = str(Path(output).resolve()) if "://" not in str(output) else str(output)
+    options = list(render_options or [])
+    started = time.perf_counter()
+    if not scenes:
+        scenes = [None]
+    stems = [Path(s).stem if s else "default" for s in scenes]
+    if len(set(stems)) != len(stems) and "--sequence" not in options:
+        raise GbufError(f"{output}: two scenes share a file name ({', '.join(stems)}); each becomes the sequence "
+                        f"named after its file, so rename one")
+    if len(scenes) > 1 and "--sequence" in options:
+        raise GbufError(f"{output}: --sequence names one sequence; several scenes each get their own")
+    for scene in scenes:
+        if scene is not None and not Path(scene).is_file():
+            raise GbufError(f"{scene}: no such file")
+    block_opts = [] if blocks_of is None else ["--blocks-of", str(int(blocks_of))]
+
+    started_here = address is None
+    if started_here:
+        ray.init(num_cpus=int(local_cpus), include_dashboard=False, log_to_driver=False,
+                 object_store_memory=80 * 2**20)
+    else:
+        ray.init(address=address, log_to_driver=False)
+    try:
+        plan = ray.remote(num_cpus=1, max_retries=max_retries)(_plan_task)
+        block_task = ray.remote(num_cpus=1, max_retries=max_retries, retry_exceptions=[BlockFailed])(_block_task)
+
+        # 1. Plan: every sequence's arrays with their final shape, one scene after another
+        # (they share the store's root metadata).
+        sequences = []
+        for scene in scenes:
+            code, text = ray.get(plan.remote(_gbuf_command(scene, output, options, ["--plan", *block_opts])))
+            if code != 0:
+                raise GbufError(text.splitlines()[-1].removeprefix("gbuf: error: ") if text else
+                                f"{scene}: planning failed (exit status {code})")
+            match = re.search(r"/([^/]+): \d+ frames, blocks", text.strip().splitlines()[-1])
+            if match is None:
+                raise GbufError(f"{scene}: planning printed no plan: {text[-500:]}")
+            sequences.append(match.group(1))
+            echo(f"planned {sequences[-1]} ({scene or 'default recipe'})")
+
+        # 2. Blocks: one task each, skipping those already complete.
+        futures, total, skipped = [], 0, 0
+        for scene, sequence in zip(scenes, sequences):
+            pending, count = pending_blocks(output, sequence, blocks_of)
+            total += count
+            skipped += count - len(pending)
+            for k in pending:
+                command = _gbuf_command(scene, output, options, ["--block", str(k), *block_opts])
+                futures.append(block_task.remote(command, sequence, k))
+        echo(f"{len(futures)} block task(s), {skipped} already complete")
+        failures = []
+        for result in ray.get(futures):
+            if not result.ok:
+                failures.append(f"{result.sequence} block {result.block}: {result.message}")
+            else:
+                echo(f"{result.sequence} block {result.block}: {result.seconds:.1f} s (pid {result.attempt_pid})")
+        if failures:
+            raise GbufError(f"{output}: " + "; ".join(failures))
+    finally:
+        if started_here:
+            ray.shutdown()
+
+    # 3. Consolidate and verify (the last block task usually consolidated already).
+    import gbuf.datasets as gd
+
+    ds = gd.open(output, mode="r")
+    for sequence in sequences:
+        for group in ds[sequence].resolutions:
+            if not _writer.consolidate(output, sequence, group):
+                raise GbufError(f"{output}/{sequence}/{group}: not every shard was written")
+    checked = 0
+    if verify:
+        from gbuf.datasets.integrity import verify as verify_store
+
+        report = verify_store(output)
+        if not report.ok:
+            raise GbufError(f"{output}: verify after render: {report.problems[0]}")
+        checked = report.frames_checked
+    return RayRenderResult(output=output, sequences=sequences, blocks_total=total, blocks_run=len(futures),
+                           blocks_skipped=skipped, seconds=time.perf_counter() - started,
+                           verified_frames=checked)
