@@ -116,11 +116,17 @@ def card_text(store) -> str:
                              f"`{_compact(ra.get('method_params', {}))}`")
     if not any_settings:
         lines.append("- none recorded")
+    first_seq = next(iter(seqs), "seq0")
+    groups = list(seqs[first_seq]["resolutions"]) if seqs else ["lr"]
+    example = next((g for g in groups if g != fmt.HR), groups[0] if groups else "lr")
+    example_bufs = list(seqs[first_seq]["resolutions"][example]["buffers"])[:2] if seqs else ["image"]
+    example_frames = min(8, seqs[first_seq]["resolutions"][example]["frames"]) if seqs else 8
     lines += [
         "", "## Loading", "", "```python",
         "import gbuf.datasets as gd",
         f"ds = gd.open(\"{name}\")  # a local path or a URL such as s3://bucket/{name}",
-        f"lr = ds[\"{next(iter(seqs), 'seq')}\"][\"lr\"].read_many([\"image\", \"depth\"], t=slice(0, 8))",
+        f"lr = ds[\"{first_seq}\"][\"{example}\"].read_many({json.dumps(example_bufs)}, "
+        f"t=slice(0, {example_frames}))",
         "```", "",
         "For training crops: `gbuf.datasets.CropDataset(path, frames=15, patch=64)`. "
         "Fetch a published copy with `gbuf dataset pull URL DIR` (verified file by file and frame by frame).",

@@ -165,6 +165,25 @@ class _Progress:
             self._bar.stop()
 
 
+def _run_all(work, batches, jobs: int) -> int:
+    """Run ``work`` on every item, batch after batch, in threads; stop at the first error.
+
+    Transfers not yet started are cancelled; those in flight finish (and are recorded).
+    """
+    total = 0
+    with cf.ThreadPoolExecutor(max(1, jobs)) as pool:
+        for batch in batches:
+            futures = [pool.submit(work, item) for item in batch]
+            try:
+                for future in cf.as_completed(futures):
+                    total += future.result()
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    return total
+
+
 # -- push ----------------------------------------------------------------------------
 
 def _dataset_id(root: Path) -> str:
@@ -296,6 +315,7 @@ def push(store, url: str, *, jobs: int = 8, force: bool = False, storage_options
 
     bar = _Progress(progress, sum(manifest["files"][r]["size"] for r in todo), "push")
     sent = 0
+    stale: list[str] = []
     with _remote_errors(url, "push"):
         try:
             if not atomic_put:
@@ -304,9 +324,7 @@ def push(store, url: str, *, jobs: int = 8, force: bool = False, storage_options
             _write_json(fs, _join(dest, JOURNAL), journal_state)
             if old is not None:
                 fs.rm_file(_join(dest, MANIFEST))
-            with cf.ThreadPoolExecutor(max(1, jobs)) as pool:
-                for n in pool.map(upload, todo):
-                    sent += n
+            sent = _run_all(upload, [todo], jobs)
         finally:
             bar.close()
             with contextlib.suppress(Exception):
@@ -392,7 +410,6 @@ def pull(url: str, store, *, jobs: int = 8, force: bool = False, storage_options
     # Metadata first: error messages about a shard read the array's zarr.json.
     todo.sort(key=lambda rel: (not rel.endswith("zarr.json"), rel))
     bar = _Progress(progress, sum(files[r]["size"] for r in todo), "pull")
-    received = 0
 
     def download(rel: str) -> int:
         data = fs.cat_file(_join(src, rel))
@@ -412,10 +429,7 @@ def pull(url: str, store, *, jobs: int = 8, force: bool = False, storage_options
         try:
             metadata = [r for r in todo if r.endswith("zarr.json")]
             chunks = [r for r in todo if not r.endswith("zarr.json")]
-            with cf.ThreadPoolExecutor(max(1, jobs)) as pool:
-                for batch in (metadata, chunks):
-                    for n in pool.map(download, batch):
-                        received += n
+            received = _run_all(download, [metadata, chunks], jobs)
         finally:
             bar.close()
     # Files the manifest no longer names (an older version of the dataset) go.
@@ -424,6 +438,9 @@ def pull(url: str, store, *, jobs: int = 8, force: bool = False, storage_options
         if rel not in files:
             (root / rel).unlink()
             removed += 1
+    for leftover in root.rglob(".*.part"):  # an interrupted pull's temporary files
+        if leftover.is_file() and STATE_DIR not in leftover.relative_to(root).parts:
+            leftover.unlink()
     frames = 0
     if verify:
         from gbuf.datasets.integrity import verify as verify_store
