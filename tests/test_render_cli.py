@@ -18,11 +18,11 @@ import pytest
 
 pytest.importorskip("bpy")
 
-import render_helpers as rh  # noqa: E402
+import render_helpers as rh
 
-import gbuf.datasets as gd  # noqa: E402
-from gbuf.errors import GbufError  # noqa: E402
-from gbuf.render import pipeline, render  # noqa: E402
+import gbuf.datasets as gd
+from gbuf.errors import GbufError
+from gbuf.render import pipeline, render
 
 TINY = {"resolution": (64, 32), "scale": 4, "samples": 2, "denoise": False, "quiet": True}
 TINY_ARGS = ["--resolution", "64x32", "--scale", "4", "--samples", "2", "--no-denoise"]
@@ -52,7 +52,7 @@ def card_blend(tmp_path_factory):
 
 def _gbuf(*args, timeout=120):
     return subprocess.run([sys.executable, "-m", "gbuf", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+                          check=False, timeout=timeout)
 
 
 def _all_buffers(store, sequence):
@@ -187,7 +187,7 @@ def test_sigkill_then_restart_equals_an_uninterrupted_render(tmp_path, card_blen
     while time.monotonic() < deadline and proc.poll() is None:
         try:
             done = gd.open(killed)["card"]["lr"].num_frames
-        except Exception:            # the store is being created
+        except Exception:  # noqa: BLE001  (the store is being created)
             done = 0
         if done >= 3:
             os.kill(proc.pid, signal.SIGKILL)

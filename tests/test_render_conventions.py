@@ -12,10 +12,10 @@ import pytest
 
 pytest.importorskip("bpy")
 
-import render_helpers as rh  # noqa: E402
+import render_helpers as rh
 
-import gbuf.datasets as gd  # noqa: E402
-from gbuf.render import render  # noqa: E402
+import gbuf.datasets as gd
+from gbuf.render import render
 
 HR_SIZE = (128, 72)
 SCALE = 4
@@ -110,7 +110,7 @@ def trucking_aliased(tmp_path_factory):
 @pytest.mark.parametrize("group", ["hr", "lr"])
 def test_translating_object_motion_equals_projection(translating, group):
     seq, step = translating
-    width, height = HR_SIZE if group == "hr" else LR_SIZE
+    width, _height = HR_SIZE if group == "hr" else LR_SIZE
     data = _read(seq, group, "motion", "depth")
     motion, depth = data["motion"], data["depth"][..., 0]
     # The card (depth 8) moved by `step` from t-1 to t: at t-1 it was `step` back, i.e. its

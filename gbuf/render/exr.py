@@ -44,7 +44,7 @@ def read_layers(path, view_layer: str) -> dict[str, np.ndarray]:
                     split.setdefault(layer, {})[chan] = pixels
     except GbufError:
         raise
-    except Exception as err:  # OpenEXR raises plain exceptions for unreadable files
+    except Exception as err:  # noqa: BLE001  (OpenEXR raises plain exceptions for unreadable files)
         raise GbufError(f"{p}: cannot read the rendered EXR ({err})") from None
     layers = {name: np.asarray(a, dtype=np.float32) for name, a in singles.items()}
     for layer, chans in split.items():

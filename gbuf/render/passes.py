@@ -7,8 +7,13 @@ from __future__ import annotations
 
 from gbuf.errors import GbufError
 from gbuf.render import convert
-from gbuf.render.settings import (ADAPTIVE_MAX_SAMPLES, ADAPTIVE_THRESHOLD, DEVICES, LIGHT_PATHS,
-                                  RenderSettings)
+from gbuf.render.settings import (
+    ADAPTIVE_MAX_SAMPLES,
+    ADAPTIVE_THRESHOLD,
+    DEVICES,
+    LIGHT_PATHS,
+    RenderSettings,
+)
 
 #: View-layer switch of every EXR layer gbuf reads (Combined is always on).
 PASS_SWITCHES = {
