@@ -246,6 +246,7 @@ def test_pull_over_http(source, tmp_path, http_server):
         sharing.pull(f"{base}/nothing-here", tmp_path / "none.zarr")
 
 
+@pytest.mark.slow
 def test_read_directly_from_s3_with_cache(s3, source, tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
     url = f"s3://{BUCKET}/direct/data.zarr"

@@ -36,12 +36,15 @@ def push(ds: str, url: str, jobs: int, force: bool, readback: bool, license_: st
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Parallel transfers.")
 @click.option("--force", is_flag=True, help="Write over a local folder that holds another dataset.")
-def pull(url: str, ds: str, jobs: int, force: bool) -> None:
+@click.option("--no-frame-check", is_flag=True,
+              help="Check each object's SHA-256 only, not every frame's checksum (faster; "
+                   "run gbuf dataset verify later).")
+def pull(url: str, ds: str, jobs: int, force: bool, no_frame_check: bool) -> None:
     """Fetch the pushed store at URL into the local folder DS (verified on arrival)."""
     from gbuf.datasets.sharing import pull as pull_store
     from gbuf.datasets.summary import human_bytes
 
-    r = pull_store(url, ds, jobs=jobs, force=force, progress=True)
+    r = pull_store(url, ds, jobs=jobs, force=force, progress=True, verify=not no_frame_check)
     click.echo(f"pulled {url} -> {ds}: {r['received_files']} file(s), {human_bytes(r['received_bytes'])} "
                f"received, {r['skipped_files']} already there; {r['frames_verified']} frame(s) verified")
 
