@@ -127,6 +127,33 @@ def test_interrupted_push_resumes(s3, source, tmp_path, monkeypatch):
     assert content_files(local) == content_files(source)
 
 
+def test_interrupted_pull_resumes(source, tmp_path, monkeypatch):
+    from fsspec.implementations.local import LocalFileSystem
+
+    pushed = tmp_path / "pushed"
+    total = sharing.push(source, str(pushed))["files"]
+    real = LocalFileSystem.cat_file
+    fetched = []
+
+    def flaky(self, path, *args, **kwargs):
+        if len(fetched) >= 7 and not path.endswith(sharing.MANIFEST):
+            raise ConnectionResetError("connection reset")
+        fetched.append(path)
+        return real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(LocalFileSystem, "cat_file", flaky)
+    local = tmp_path / "pulled.zarr"
+    with pytest.raises(GbufError, match="pull failed .*connection reset"):
+        sharing.pull(str(pushed), local, jobs=1)
+    assert not (local / sharing.MANIFEST).exists()  # unfinished, and says so
+    monkeypatch.setattr(LocalFileSystem, "cat_file", real)
+    rerun = sharing.pull(str(pushed), local, jobs=2)
+    assert rerun["skipped_files"] == 6 and rerun["received_files"] == total - 6  # 7 reads = manifest + 6 files
+    assert content_files(local) == content_files(source) and (local / sharing.MANIFEST).is_file()
+    with pytest.raises(GbufError, match="read-only"):
+        sharing.push(source, "http://127.0.0.1:9/data.zarr")
+
+
 def test_corrupted_object_is_caught_on_pull(s3, source, tmp_path):
     url = f"s3://{BUCKET}/corrupt/data.zarr"
     sharing.push(source, url, storage_options=s3)
@@ -194,8 +221,14 @@ def test_refuses_other_dataset_unless_forced(s3, source, tmp_path):
     sharing.pull(url, local, storage_options=s3)
     assert content_files(local) == content_files(other)
     # A local folder with a different dataset is refused too.
-    with pytest.raises(GbufError, match="another dataset"):
+    with pytest.raises(GbufError, match="another dataset.*--force"):
         sharing.pull(url, source, storage_options=s3)
+    # A folder of other things is never pulled into (pull would remove what the manifest lacks).
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(GbufError, match="not a gbuf store"):
+        sharing.pull(url, tmp_path / "mine", storage_options=s3, force=True)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
 def test_manifest_paths_outside_destination_refused(source, tmp_path):

@@ -243,6 +243,8 @@ def push(store, url: str, *, jobs: int = 8, force: bool = False, storage_options
     root = Path(store)
     if remote_store.is_url(str(store)):
         raise GbufError(f"{store}: push reads a local store; pull it first")
+    if str(url).split("://")[0].lower() in ("http", "https"):
+        raise GbufError(f"{url}: http(s) is read-only; push to a folder, s3://, gs:// or az:// and serve that")
     _check_pushable(root)
     dataset_id = _dataset_id(root)
     write_card(root, license=license)  # push regenerates the card
@@ -337,7 +339,9 @@ def push(store, url: str, *, jobs: int = 8, force: bool = False, storage_options
                 raise GbufError(f"{url}/{rel}: has {after.get(rel)} bytes after upload, expected {entry['size']}")
         _write_json(fs, _join(dest, MANIFEST), manifest)
         fs.rm_file(_join(dest, JOURNAL))
-        stale = [r for r in after if r not in manifest["files"] and r not in _NOT_CONTENT]
+        # Files the new manifest does not name go, but only from a gbuf push destination
+        # (--force into a folder of other things never deletes them).
+        stale = [r for r in after if r not in manifest["files"] and r not in _NOT_CONTENT] if previous_ids else []
         if stale:
             fs.rm([_join(dest, r) for r in stale])
     return {"files": len(manifest["files"]), "sent_files": len(todo), "sent_bytes": sent,
@@ -364,6 +368,14 @@ def _shard_frames(root: Path, rel: str, where: str) -> str:
     return rel
 
 
+def _is_gbuf_root(root: Path) -> bool:
+    try:
+        attrs = json.loads((root / "zarr.json").read_text())["attributes"][fmt.ATTRS_KEY]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return isinstance(attrs, dict) and attrs.get("format") == fmt.FORMAT_NAME
+
+
 def pull(url: str, store, *, jobs: int = 8, force: bool = False, storage_options: dict | None = None,
          progress: bool = False, verify: bool = True) -> dict:
     """Fetch a pushed store into the local folder ``store``; verified file by file and frame by frame."""
@@ -381,18 +393,27 @@ def pull(url: str, store, *, jobs: int = 8, force: bool = False, storage_options
 
     # The local folder: empty, an earlier pull of this dataset, or refused.
     if root.exists() and any(root.iterdir()):
-        local_id = None
-        if (root / "zarr.json").is_file():
+        local_ids = set()
+        for marker in (MANIFEST, JOURNAL):  # a finished or an interrupted pull
             with contextlib.suppress(Exception):
-                local_id = json.loads((root / "zarr.json").read_text())["attributes"][fmt.ATTRS_KEY].get("dataset_id")
-        if not force and local_id != manifest.get("dataset_id"):
-            raise GbufError(f"{root}: holds another dataset or other files; use --force to replace it")
+                local_ids.add(json.loads((root / marker).read_text())["dataset_id"])
+        with contextlib.suppress(Exception):
+            local_ids.add(json.loads((root / "zarr.json").read_text())["attributes"][fmt.ATTRS_KEY]["dataset_id"])
+        if manifest.get("dataset_id") not in local_ids:
+            if not (root / "zarr.json").is_file() or not local_ids and not _is_gbuf_root(root):
+                # Pull removes files the manifest does not name: never do that to a folder of other things.
+                raise GbufError(f"{root}: not empty and not a gbuf store; pull into an empty folder")
+            if not force:
+                raise GbufError(f"{root}: holds another dataset; use --force to replace it")
     root.mkdir(parents=True, exist_ok=True)
     local_manifest = None
     if (root / MANIFEST).is_file():
         with contextlib.suppress(Exception):
             local_manifest = json.loads((root / MANIFEST).read_text())
-        (root / MANIFEST).unlink()  # the local copy is unfinished until this pull ends
+    # The local copy is unfinished until this pull ends: the journal names what it is becoming.
+    (root / JOURNAL).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    if (root / MANIFEST).is_file():
+        (root / MANIFEST).unlink()
 
     files = manifest["files"]
 
@@ -451,7 +472,7 @@ def pull(url: str, store, *, jobs: int = 8, force: bool = False, storage_options
             more = f" (+{len(report.problems) - 3} more)" if len(report.problems) > 3 else ""
             raise GbufError(f"{root}: pulled store fails verification: {shown}{more}")
         frames = report.frames_checked
-    (root / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    os.replace(root / JOURNAL, root / MANIFEST)
     return {"files": len(files), "received_files": len(todo), "received_bytes": received,
             "skipped_files": len(files) - len(todo), "total_bytes": manifest.get("total_bytes"),
             "frames_verified": frames, "removed_files": removed}
