@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import re
 import logging
 import threading
 from pathlib import Path
@@ -168,7 +169,8 @@ def test_corrupted_object_is_caught_on_pull(s3, source, tmp_path):
         sharing.pull(url, local, storage_options=s3)
     msg = str(err.value)
     assert "\n" not in msg
-    assert "synthetic_001" in msg and "hr" in msg and "'color'" in msg and "frames 4-7" in msg
+    assert "sequence synthetic_001, group hr, pack 'color' (image)" in msg
+    assert re.search(r"frame\(s\) [4-7]\b", msg), msg  # the frame the flipped byte lies in
     assert not (local / "synthetic_001/hr/color/c/1/0/0/0").exists()  # nothing corrupt written
     assert not (local / sharing.MANIFEST).exists()
 

@@ -351,21 +351,59 @@ def push(store, url: str, *, jobs: int = 8, force: bool = False, storage_options
 
 # -- pull ----------------------------------------------------------------------------
 
-def _shard_frames(root: Path, rel: str, where: str) -> str:
-    """Name the sequence, resolution, pack and frames an object holds (for error messages)."""
+def _shard_frames(root: Path, rel: str, data: bytes | None = None) -> str:
+    """Name the sequence, group, pack, buffers and frames an object holds (for error messages).
+
+    With the received (corrupt) bytes, the shard is decoded in memory frame by frame
+    and compared with the group's per-frame checksums, to name the frames that differ.
+    """
     parts = rel.split("/")
-    if len(parts) >= 5 and parts[3] == "c":
-        seq, res, pack = parts[0], parts[1], parts[2]
-        try:
-            meta = json.loads((root / seq / res / pack / "zarr.json").read_text())
-            shard = int(parts[4])
-            n = meta["chunk_grid"]["configuration"]["chunk_shape"][0]
-            total = meta["shape"][0]
-            return (f"sequence {seq}, {res}, pack {pack!r} (buffers of that pack), "
-                    f"frames {shard * n}-{min(total, (shard + 1) * n) - 1}")
-        except (OSError, ValueError, KeyError, IndexError):
-            return f"sequence {seq}, {res}, pack {pack!r}"
-    return rel
+    if not (len(parts) >= 5 and parts[3] == "c"):
+        return rel
+    seq, res, pack = parts[0], parts[1], parts[2]
+    try:
+        meta = json.loads((root / seq / res / pack / "zarr.json").read_text())
+        group = json.loads((root / seq / res / "zarr.json").read_text())["attributes"][fmt.ATTRS_KEY]
+        shard = int(parts[4])
+        n = meta["chunk_grid"]["configuration"]["chunk_shape"][0]
+        first, last = shard * n, min(meta["shape"][0], (shard + 1) * n)
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return f"sequence {seq}, group {res}, pack {pack!r}"
+    buffers = [b for b, spec in group.get("buffers", {}).items() if spec.get("pack") == pack]
+    where = f"sequence {seq}, group {res}, pack {pack!r} ({', '.join(buffers)})"
+    bad = _bad_frames(meta, group, pack, rel, data, first, last) if data is not None else None
+    if bad:
+        return f"{where}, frame(s) {', '.join(map(str, bad))}"
+    return f"{where}, frames {first}-{last - 1}"
+
+
+def _bad_frames(meta: dict, group: dict, pack: str, rel: str, data: bytes, first: int, last: int):
+    """Frames of a received shard that do not decode or whose checksum differs (None if unknown)."""
+    try:
+        import zarr
+        from zarr.core.buffer import default_buffer_prototype
+        from zarr.storage import MemoryStore
+
+        from gbuf.datasets.writer import frame_checksum
+
+        expected = (group.get("checksums") or {}).get(pack)
+        if not expected:
+            return None
+        proto = default_buffer_prototype()
+        key = "/".join(rel.split("/")[3:])
+        store = MemoryStore({"zarr.json": proto.buffer.from_bytes(json.dumps(meta).encode()),
+                             key: proto.buffer.from_bytes(data)})
+        array = zarr.open_array(store, mode="r")
+        bad = []
+        for t in range(first, last):
+            try:
+                if frame_checksum(array[t]) != expected[t]:
+                    bad.append(t)
+            except Exception:  # does not decode
+                bad.append(t)
+        return bad
+    except Exception:
+        return None
 
 
 def _is_gbuf_root(root: Path) -> bool:
@@ -437,7 +475,7 @@ def pull(url: str, store, *, jobs: int = 8, force: bool = False, storage_options
         entry = files[rel]
         if len(data) != entry["size"] or sha256(data) != entry["sha256"]:
             raise GbufError(f"{url}/{rel}: arrived corrupted (sha256 mismatch; "
-                            f"{_shard_frames(root, rel, url)}); nothing written for it")
+                            f"{_shard_frames(root, rel, data)}); nothing written for it")
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
