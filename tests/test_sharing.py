@@ -9,8 +9,8 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import re
 import logging
+import re
 import threading
 from pathlib import Path
 

@@ -148,6 +148,6 @@ def _cached_store_class():
     return _CachedStore
 
 
-def CachedStore(store, folder: Path):  # noqa: N802 - reads like the class it builds
+def CachedStore(store, folder: Path):
     """Wrap a zarr store with a local read-through cache in ``folder``."""
     return _cached_store_class()(store, folder)
