@@ -58,8 +58,7 @@ def filesystem(url: str, storage_options: dict | None = None):
     try:
         return fsspec.core.url_to_fs(str(url), **storage_options_for(str(url), storage_options))
     except ImportError as err:
-        raise GbufError(f"{url}: this protocol needs an extra package ({err}); "
-                        f"install gbuf[share]") from None
+        raise GbufError(f"{url}: this protocol needs an extra package ({err})") from None
     except (ValueError, TypeError) as err:
         raise GbufError(f"{url}: cannot use this URL ({err})") from None
 
@@ -79,7 +78,7 @@ def open_zarr_store(url: str, *, read_only: bool, storage_options: dict | None =
     try:
         store = FsspecStore.from_url(url, storage_options=opts, read_only=read_only)
     except ImportError as err:
-        raise GbufError(f"{url}: this protocol needs an extra package ({err}); install gbuf[share]") from None
+        raise GbufError(f"{url}: this protocol needs an extra package ({err})") from None
     except (ValueError, TypeError) as err:
         raise GbufError(f"{url}: cannot use this URL ({err})") from None
     folder = cache_dir_for(cache_dir)
