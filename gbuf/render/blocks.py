@@ -159,7 +159,11 @@ def render_on_ray(scenes: list[str | None], output: str, *, address: str | None 
     from gbuf.datasets import writer as _writer
 
     echo = echo or (lambda _msg: None)
-    output = str(Path(output).resolve()) if "://" not in str(output) else str(output)
+    if "://" in str(output):
+        # Block writers stage frames and markers next to the arrays, on a filesystem.
+        raise GbufError(f"{output}: render --ray writes to a directory every node mounts (NFS, Lustre, ...); "
+                        f"render there, then `gbuf dataset push` it to the URL")
+    output = str(Path(output).resolve())
     options = list(render_options or [])
     started = time.perf_counter()
     if not scenes:
