@@ -72,3 +72,25 @@ def test_ray_refuses_bad_input_before_starting_ray(tmp_path):
     assert not (tmp_path / "x.zarr").exists()
     block = _gbuf("render", "-o", str(tmp_path / "x.zarr"), "--block", "0", "--ray", timeout=60)
     assert block.returncode == 2 and "leave out --block" in block.stderr
+
+
+def test_a_failed_block_process_is_retried_and_bad_input_is_not(tmp_path):
+    """The block task's Ray options on a real local Ray: exit 1 once, then success; exit 2 is final."""
+    import ray
+
+    from gbuf.render.blocks import _block_task, block_task_options
+
+    counter = tmp_path / "attempts"
+    flaky = [sys.executable, "-c",
+             f"import pathlib, sys; p = pathlib.Path({str(counter)!r}); n = len(p.read_text()) if p.exists() "
+             f"else 0; p.write_text('x' * (n + 1)); print('attempt', n + 1); sys.exit(1 if n == 0 else 0)"]
+    bad = [sys.executable, "-c", "import sys; print('gbuf: error: x.blend: not a .blend', file=sys.stderr); "
+                                 "sys.exit(2)"]
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=80 * 2**20)
+    try:
+        task = ray.remote(**block_task_options(2))(_block_task)
+        ok, refused = ray.get([task.remote(flaky, "s", 0), task.remote(bad, "s", 1)])
+    finally:
+        ray.shutdown()
+    assert ok.ok and ok.message == "attempt 2" and counter.read_text() == "xx"
+    assert not refused.ok and refused.message == "gbuf: error: x.blend: not a .blend"

@@ -136,6 +136,13 @@ def _block_task(command: list[str], sequence: str, block: int) -> BlockResult:
     return BlockResult(sequence, block, True, seconds, os.getpid(), text)
 
 
+def block_task_options(max_retries: int) -> dict:
+    """Ray options of a block task: one CPU slot; a crashed or failed process is retried."""
+    # max_retries covers a dead worker or node; retry_exceptions a gbuf process that failed
+    # (BlockFailed), but not bad input, which _block_task returns instead of raising.
+    return {"num_cpus": 1, "max_retries": int(max_retries), "retry_exceptions": [BlockFailed]}
+
+
 def _plan_task(command: list[str]) -> tuple[int, str]:
     return _run_gbuf(command)
 
@@ -187,7 +194,7 @@ def render_on_ray(scenes: list[str | None], output: str, *, address: str | None 
         ray.init(address=address, log_to_driver=False)
     try:
         plan = ray.remote(num_cpus=1, max_retries=max_retries)(_plan_task)
-        block_task = ray.remote(num_cpus=1, max_retries=max_retries, retry_exceptions=[BlockFailed])(_block_task)
+        block_task = ray.remote(**block_task_options(max_retries))(_block_task)
 
         # 1. Plan: every sequence's arrays with their final shape, one scene after another
         # (they share the store's root metadata).
@@ -216,7 +223,8 @@ def render_on_ray(scenes: list[str | None], output: str, *, address: str | None 
         failures = []
         for result in ray.get(futures):
             if not result.ok:
-                failures.append(f"{result.sequence} block {result.block}: {result.message}")
+                failures.append(f"{result.sequence} block {result.block}: "
+                                f"{result.message.removeprefix('gbuf: error: ')}")
             else:
                 echo(f"{result.sequence} block {result.block}: {result.seconds:.1f} s (pid {result.attempt_pid})")
         if failures:
