@@ -219,3 +219,24 @@ def test_every_command_has_help():
     for name in ("info", "verify", "import-folder", "export", "push", "pull", "card", "preview"):
         assert name in sub
         run_gbuf("dataset", name, "--help", check=True)
+
+
+def test_resume_accepts_the_buffer_set_in_any_order(tmp_path):
+    from gbuf.datasets.synthetic import synthetic_frame
+
+    bufs = ["image", "brdf", "normal", "depth"]
+    frames = [synthetic_frame(t, 16, 16, 4, buffers=bufs) for t in range(5)]
+    w = gd.SequenceWriter(tmp_path / "d.zarr", "s", 5, {"hr": (16, 16, bufs), "lr": (4, 4, bufs)}, frames_per_shard=2)
+    for f in frames[:3]:
+        w.append(f)
+    shuffled = ["depth", "normal", "image", "brdf"]
+    w2 = gd.SequenceWriter(tmp_path / "d.zarr", "s", 5, {"hr": (16, 16, shuffled), "lr": (4, 4, shuffled)})
+    assert w2.next_frame == 3
+    for f in frames[3:]:
+        w2.append(f)
+    res = gd.open(tmp_path / "d.zarr")["s"]["hr"]
+    for b in bufs:
+        want = np.stack([f["hr"][b] for f in frames]).astype(fmt.BUFFERS[b].dtype)
+        assert np.array_equal(res.read(b), want), b
+    with pytest.raises(GbufError, match="another shape or buffer"):
+        gd.SequenceWriter(tmp_path / "d.zarr", "s", 5, {"hr": (16, 16, ["image"])})

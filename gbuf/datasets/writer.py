@@ -160,10 +160,10 @@ class SequenceWriter:
         scales = self._scales()
         self._groups = {}
         self._layouts = {}
-        for name, (h, w, bufs) in self._specs.items():
+        for name, (h, w, bufs) in list(self._specs.items()):
             extra = (resolution_attrs or {}).get(name, {})
             self._groups[name] = self._open_resolution(name, h, w, bufs, scales[name], extra, overwrite, resume)
-            self._layouts[name] = fmt.pack_layout(bufs)
+            self._layouts[name] = fmt.pack_layout(self._specs[name][2])
         self.start, self.stop = self._check_frame_range(frame_range)
         self.next_frame = self._first_incomplete()
 
@@ -255,13 +255,15 @@ class SequenceWriter:
                 meta = dict(self._seq_group[name].attrs.get(fmt.ATTRS_KEY, {}))
                 if not resume:
                     raise GbufError(f"{self.path}: {self.sequence}/{name} already exists (use overwrite)")
-                same = (meta.get("height"), meta.get("width"), list(meta.get("buffers", {})),
-                        meta.get("num_frames"), meta.get("frames_per_shard"))
-                want = (h, w, bufs, self.num_frames, meta.get("frames_per_shard"))
+                stored = list(meta.get("buffers", {}))
+                same = (meta.get("height"), meta.get("width"), sorted(stored), meta.get("num_frames"))
+                want = (h, w, sorted(bufs), self.num_frames)
                 if same != want:
                     raise GbufError(f"{self.path}: {self.sequence}/{name} exists with another shape or buffer "
                                     f"set; cannot resume into it (use overwrite)")
                 self.frames_per_shard = int(meta["frames_per_shard"])
+                # The buffer set may come in any order; the stored channel layout is what counts.
+                self._specs[name] = (h, w, stored)
                 return self._seq_group[name]
         group = self._seq_group.create_group(name)
         layout = fmt.pack_layout(bufs)
