@@ -25,7 +25,8 @@ TINY_ARGS = ["--resolution", "64x36", "--scale", "4", "--samples", "1", "--no-de
 
 
 def _gbuf(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "gbuf", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "gbuf", *args], capture_output=True, text=True, timeout=timeout,
+                          check=False)
 
 
 @pytest.mark.slow
@@ -34,8 +35,8 @@ def test_local_ray_renders_two_scenes_in_block_tasks_into_one_store(tmp_path):
     from gbuf.render import recipes
 
     first = tmp_path / "alpha.blend"
-    subprocess.run([sys.executable, "-c", f"from gbuf.render import recipes; "
-                    f"recipes.build_blend({recipes.DEFAULT!r}, {str(first)!r}, frames=4)"],
+    subprocess.run([sys.executable, "-c", (f"from gbuf.render import recipes; "
+                                           f"recipes.build_blend({recipes.DEFAULT!r}, {str(first)!r}, frames=4)")],
                    check=True, capture_output=True, timeout=120)
     second = tmp_path / "beta.blend"
     shutil.copyfile(first, second)
@@ -82,10 +83,10 @@ def test_a_failed_block_process_is_retried_and_bad_input_is_not(tmp_path):
 
     counter = tmp_path / "attempts"
     flaky = [sys.executable, "-c",
-             f"import pathlib, sys; p = pathlib.Path({str(counter)!r}); n = len(p.read_text()) if p.exists() "
-             f"else 0; p.write_text('x' * (n + 1)); print('attempt', n + 1); sys.exit(1 if n == 0 else 0)"]
-    bad = [sys.executable, "-c", "import sys; print('gbuf: error: x.blend: not a .blend', file=sys.stderr); "
-                                 "sys.exit(2)"]
+             (f"import pathlib, sys; p = pathlib.Path({str(counter)!r}); n = len(p.read_text()) if p.exists() "
+              f"else 0; p.write_text('x' * (n + 1)); print('attempt', n + 1); sys.exit(1 if n == 0 else 0)")]
+    bad = [sys.executable, "-c", ("import sys; print('gbuf: error: x.blend: not a .blend', file=sys.stderr); "
+                                  "sys.exit(2)")]
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=80 * 2**20)
     try:
         task = ray.remote(**block_task_options(2))(_block_task)

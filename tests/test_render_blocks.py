@@ -105,7 +105,8 @@ def test_a_block_writer_resumes_inside_its_block_and_refuses_unaligned_ranges(tm
 
 
 def _gbuf(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "gbuf", *args], capture_output=True, text=True, timeout=240)
+    proc = subprocess.run([sys.executable, "-m", "gbuf", *args], capture_output=True, text=True, timeout=240,
+                          check=False)
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
@@ -118,8 +119,8 @@ def tiny_blend(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("scene") / "tiny.blend"
     # The recipe is built in a child process: this process keeps no bpy state.
-    subprocess.run([sys.executable, "-c", f"from gbuf.render import recipes; "
-                    f"recipes.build_blend({recipes.DEFAULT!r}, {str(path)!r}, frames=6)"],
+    subprocess.run([sys.executable, "-c", (f"from gbuf.render import recipes; "
+                                           f"recipes.build_blend({recipes.DEFAULT!r}, {str(path)!r}, frames=6)")],
                    check=True, capture_output=True, timeout=120)
     return path
 

@@ -386,7 +386,8 @@ class SequenceWriter:
 
         Returns whether every group is complete (a block writer's other blocks may not be).
         """
-        return all([consolidate(self.path, self.sequence, name) for name in self._specs])
+        done = [consolidate(self.path, self.sequence, name) for name in self._specs]  # every group, no short cut
+        return all(done)
 
     def close(self) -> None:
         if self.complete:

@@ -108,7 +108,7 @@ def _gbuf_command(scene: str | None, output: str, options: list[str], extra: lis
 
 def _run_gbuf(command: list[str]) -> tuple[int, str]:
     # Each call is its own process with its own bpy: Blender keeps one scene per process.
-    proc = subprocess.run(command, capture_output=True, text=True, env=_child_env())
+    proc = subprocess.run(command, capture_output=True, text=True, env=_child_env(), check=False)
     text = (proc.stdout + proc.stderr).strip()
     return proc.returncode, text
 
