@@ -240,3 +240,10 @@ def test_resume_accepts_the_buffer_set_in_any_order(tmp_path):
         assert np.array_equal(res.read(b), want), b
     with pytest.raises(GbufError, match="another shape or buffer"):
         gd.SequenceWriter(tmp_path / "d.zarr", "s", 5, {"hr": (16, 16, ["image"])})
+
+
+def test_writer_refuses_urls_instead_of_making_a_local_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(GbufError, match="URL"):
+        gd.SequenceWriter("s3://bucket/d.zarr", "s", 2, {"hr": (8, 8, ["image"])})
+    assert not (tmp_path / "s3:").exists()

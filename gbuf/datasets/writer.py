@@ -124,6 +124,10 @@ class SequenceWriter:
     ):
         import zarr
 
+        if "://" in str(store):
+            # Shards are staged and renamed on a local file system; remote stores get data by push.
+            raise GbufError(f"{store}: writing straight to a URL is not supported; write a local store "
+                            f"(or a shared directory), then `gbuf dataset push` it")
         self.path = Path(store)
         self.sequence = sequence
         self.num_frames = int(num_frames)
