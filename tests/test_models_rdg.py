@@ -220,3 +220,31 @@ def test_fast_path_matches_the_official_computation_in_batches_and_gradients():
             continue
         ref = deform_params[name].grad
         assert (p.grad - ref).abs().max() <= 1e-4 * ref.abs().max() + 1e-8, name
+
+
+def test_fused_cpu_inference_kernels_match_the_official_computation(monkeypatch):
+    """Without autograd on CPU the fast form runs oneDNN's fused conv/matmul kernels; they must
+    actually run, and match the deform form and the autograd fast path, batch > 1 included."""
+    if not rdg_module._onednn_ready():
+        pytest.skip("this torch build has no oneDNN fused kernels (torch.ops.mkldnn); nothing to compare")
+    calls = []
+    real_linear = rdg_module._linear_onednn
+    monkeypatch.setattr(rdg_module, "_linear_onednn", lambda *a, **k: calls.append(1) or real_linear(*a, **k))
+    torch.manual_seed(0)
+    fast = models.create("rdg-s").eval()
+    for p in fast.skip_alphas:
+        torch.nn.init.normal_(p)
+    deform = models.create("rdg-s", cyclefc="deform").eval()
+    deform.load_state_dict(fast.state_dict())
+    clip = _clip(b=2, t=3, h=21, w=30)  # odd size: padded inside
+    clip["image"][1] = clip["image"][1].flip(-1)
+    with torch.inference_mode():
+        fused = fast(clip)
+        assert calls, "the fused kernels were not used under inference_mode on CPU"
+        reference = deform(clip)
+    calls.clear()
+    with torch.enable_grad():
+        autograd_path = fast(clip)
+    assert not calls, "the fused kernels (no backward) ran with autograd on"
+    assert (fused - reference).abs().max() < 1e-5
+    assert (fused - autograd_path.detach()).abs().max() < 1e-5

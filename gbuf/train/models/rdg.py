@@ -165,6 +165,98 @@ def _matmul_1x1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.flatten(1) @ b.flatten(1))[:, :, None, None]
 
 
+# -- oneDNN fused kernels (CPU inference) ---------------------------------------------------
+#
+# Without autograd, on CPU float32 channels-last tensors, the fast path calls oneDNN's fused
+# primitives that PyTorch registers for its own graph compiler (``torch.ops.mkldnn``): a conv
+# or matmul with GELU or "+ other" applied to each output block while it is still in cache.
+# On a memory-bound CPU every avoided pass over a full-resolution feature map counts, and so
+# does every avoided allocation: a tensor over glibc's 32 MB mmap threshold comes from fresh,
+# page-faulted memory each time. None of these kernels has a backward, so training (and any
+# call with autograd on) takes the plain fast path above them.
+
+
+def _onednn_ready() -> bool:
+    ops = getattr(torch.ops, "mkldnn", None)
+    try:
+        return (torch.backends.mkldnn.is_available() and ops is not None
+                and hasattr(ops, "_linear_pointwise") and hasattr(ops, "_convolution_pointwise"))
+    except (AttributeError, RuntimeError):  # an op namespace that is not registered
+        return False
+
+
+_ONEDNN = None
+
+
+def _use_onednn(x: torch.Tensor) -> bool:
+    """Whether the fused oneDNN inference kernels apply to ``x``."""
+    global _ONEDNN
+    if torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32 or not _pixel_major(x):
+        return False
+    # Graph capture (ONNX export, tracing, torch.compile) gets the portable aten ops.
+    if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return False
+    if _ONEDNN is None:
+        _ONEDNN = _onednn_ready()
+    return _ONEDNN
+
+
+def _flat_rows(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` as ``(B*H*W, C)`` pixel rows (a view when ``x`` is pixel-major)."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def _as_image(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Pixel rows back to a channels-last ``(B, C, H, W)`` view shaped like ``like``."""
+    b, _, h, w = like.shape
+    return rows.view(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+def _linear_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False,
+                   add: torch.Tensor | None = None) -> torch.Tensor:
+    """1x1 conv of a pixel-major ``x``, then GELU (exact, erf) or ``+ add``, in one oneDNN matmul."""
+    # A strided weight (a slice of a layer's) sends oneDNN to its reference kernel, ~1000x slower.
+    rows, weight = _flat_rows(x), weight.flatten(1).contiguous()
+    if add is not None:
+        out = torch.ops.mkldnn._linear_pointwise.binary(rows, _flat_rows(add), weight, bias, "add")
+    elif gelu:
+        out = torch.ops.mkldnn._linear_pointwise(rows, weight, bias, "gelu", [], "none")
+    else:
+        out = torch.ops.mkldnn._linear_pointwise(rows, weight, bias, "none", [], "")
+    return _as_image(out, x)
+
+
+def _halves(conv: nn.Conv2d) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(weight, bias)`` of the first and second half of ``conv``'s output channels.
+
+    The fused path makes a 2*dim-channel map as two dim-channel ones: at full resolution a map
+    of 72 channels (RDG) is 37.6 MB, over glibc's 32 MB mmap ceiling, so each one would come
+    from freshly page-faulted memory; half-width maps are recycled by the heap (a 1x1 conv to
+    72 channels was measured 2.6x slower than two to 36)."""
+    return [(w, b) for w, b in zip(conv.weight.chunk(2), conv.bias.chunk(2))]
+
+
+def _conv_then_depthwise(x: torch.Tensor, pointwise: nn.Conv2d, depthwise: nn.Conv2d, parts: int) -> list[torch.Tensor]:
+    """``depthwise(pointwise(x))`` (1x1 then depth-wise 3x3) as ``parts`` channel groups: each
+    output channel of the pair depends on its own channel only, so the groups are independent."""
+    out = []
+    for w, b, dw, db in zip(pointwise.weight.chunk(parts), pointwise.bias.chunk(parts),
+                            depthwise.weight.chunk(parts), depthwise.bias.chunk(parts)):
+        out.append(F.conv2d(_linear_onednn(x, w, b), dw, db, padding=1, groups=dw.shape[0]))
+    return out
+
+
+def _conv3x3_onednn(x: torch.Tensor, conv: nn.Conv2d, gelu: bool = False, add: torch.Tensor | None = None) -> torch.Tensor:
+    """``conv(x)`` (3x3, stride 1, padding 1), then GELU or ``+ add``, in one oneDNN convolution."""
+    args = ([1, 1], [1, 1], [1, 1], conv.groups)
+    weight = conv.weight.contiguous()
+    if add is not None:
+        return torch.ops.mkldnn._convolution_pointwise.binary(x, add, weight, conv.bias, *args, "add",
+                                                              None, None, [], None)
+    attr, algorithm = ("gelu", "none") if gelu else ("none", "")
+    return torch.ops.mkldnn._convolution_pointwise(x, weight, conv.bias, *args, attr, [], algorithm)
+
+
 class CycleFC(nn.Module):
     """A 1x1 convolution over channels that each look ``shift[c]`` pixels along one axis.
 
@@ -268,6 +360,29 @@ class DFM(nn.Module):
         merged = _pointwise(torch.cat([x, self.mlp_w.shift(context)], dim=1), weight, bias)
         return _pointwise(self.act(gate) * merged, self.proj_out.weight, self.proj_out.bias)
 
+    def residual_onednn(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward(x) + x`` through fused oneDNN kernels (inference; see ``_use_onednn``)."""
+        dim = x.shape[1]
+        depthwise, pointwise = self.proj_in
+        # The two-per-channel depth-wise conv as two plain ones (its even and its odd outputs),
+        # and the 1x1 conv after it as accumulated matmuls: no concatenated copy of x and no
+        # 2*dim-channel depth-wise pass (the slow kind in oneDNN). Gate and context are made
+        # as separate dim-channel maps (see ``_halves``).
+        even = F.conv2d(x, depthwise.weight[0::2], depthwise.bias[0::2], padding=1, groups=dim)
+        odd = F.conv2d(x, depthwise.weight[1::2], depthwise.bias[1::2], padding=1, groups=dim)
+        gate, context = (_linear_onednn(even, w[:, 0::2], b) for w, b in _halves(pointwise))
+        for out, (w, _) in zip((gate, context), _halves(pointwise)):
+            _flat_rows(out).addmm_(_flat_rows(odd), w[:, 1::2].flatten(1).t())
+        del even, odd
+        context = _linear_onednn(self.mlp_h.shift(context), self.mlp_h.weight, self.mlp_h.bias)
+        # merge([x, mlp_w(context)]) with mlp_w's 1x1 conv folded in, as two accumulated matmuls.
+        merge_x, merge_context = self.merge.weight.split(dim, dim=1)
+        merged = _linear_onednn(x, merge_x, self.merge.bias + merge_context.flatten(1) @ self.mlp_w.bias)
+        _flat_rows(merged).addmm_(_flat_rows(self.mlp_w.shift(context)),
+                                  _matmul_1x1(merge_context, self.mlp_w.weight).flatten(1).t())
+        torch.ops.aten.gelu_(gate)
+        return _linear_onednn(merged.mul_(gate), self.proj_out.weight, self.proj_out.bias, add=x)
+
 
 class CCM(nn.Module):
     """Convolutional channel mixer: conv3x3 (x2 channels) -> GELU -> conv1x1."""
@@ -281,6 +396,11 @@ class CCM(nn.Module):
             return self.fn(x)
         expand, act, project = self.fn
         return _pointwise(act(expand(x)), project.weight, project.bias)
+
+    def residual_onednn(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward(x) + x``: conv3x3+GELU and 1x1+residual, each one oneDNN kernel."""
+        expand, _, project = self.fn
+        return _linear_onednn(_conv3x3_onednn(x, expand, gelu=True), project.weight, project.bias, add=x)
 
 
 class HFB(nn.Module):
@@ -299,6 +419,19 @@ class HFB(nn.Module):
         fused = torch.cat([fx * self.gelu(fg), fg * self.gelu(fx)], dim=1)
         # (channels-last input: the fast inference layout, see RDG.step)
         return _pointwise(fused, self.proj_out.weight, self.proj_out.bias) if _pixel_major(x) else self.proj_out(fused)
+
+    def residual_onednn(self, x: torch.Tensor, gbuffers: torch.Tensor) -> torch.Tensor:
+        """``forward(x, gbuffers) + x`` without the concatenation: the output projection is
+        two accumulated matmuls over the two gated halves, the residual fused into the first."""
+        dim = x.shape[1]
+        fx = self.conv_x(x)
+        fg = self.conv_g(_resize(gbuffers, tuple(x.shape[-2:])))
+        x_gated = F.gelu(fg).mul_(fx)  # fx * gelu(fg)
+        g_gated = F.gelu(fx).mul_(fg)  # fg * gelu(fx)
+        w_x, w_g = self.proj_out.weight.split(dim, dim=1)
+        out = _linear_onednn(x_gated, w_x, self.proj_out.bias, add=x)
+        _flat_rows(out).addmm_(_flat_rows(g_gated), w_g.flatten(1).t())
+        return out
 
 
 class CTR(nn.Module):
@@ -383,6 +516,41 @@ class CTR(nn.Module):
         out = torch.baddbmm(self.proj_out.bias.view(1, 1, dim), inputs, weight.transpose(1, 2))
         return out.view(b, h, w, dim).permute(0, 3, 1, 2)
 
+    def residual_onednn(self, x, depth, previous, motion, started):
+        """``forward(...) + x`` as ``forward_fast`` computes it, with no concatenation and no
+        map wider than ``dim`` channels (see ``_halves``): query and skip, and each half of the
+        keys and of the values, are made separately (1x1 conv then depth-wise 3x3, both
+        per-channel separable), and the output projection accumulates its value, skip and depth
+        terms in one buffer that starts as ``skip projection + bias + x``."""
+        b, dim, h, w = x.shape
+        depth, motion = self._level_guides(x, depth, motion)
+        started = started > 0.5
+        if not bool(started.all()):  # (a CPU tensor: no device sync; skips a full-size select)
+            previous = torch.where(started, previous, x)
+            motion = torch.where(started, motion, torch.zeros_like(motion))
+        query, query_skip = _conv_then_depthwise(x, *self.to_q, parts=2)
+        warped = _same_layout(warp_previous(previous, motion), x)
+        keys_values = _conv_then_depthwise(warped, *self.to_kv, parts=4)
+        del warped
+        keys, values = keys_values[:2], keys_values[2:]
+        q_rows = _rows(query)
+        cq, ck = dim // self.heads, 2 * dim // self.heads
+        full = torch.cat([q_rows.transpose(1, 2) @ _rows(k) for k in keys], dim=2)  # = q^T [k1 k2]
+        gram = torch.stack([full[:, i * cq:(i + 1) * cq, i * ck:(i + 1) * ck] for i in range(self.heads)], dim=1)
+        eps = 1e-12  # F.normalize's
+        q_norm = _gram_diagonal(q_rows).sqrt().clamp_min(eps).view(b, self.heads, cq, 1)
+        k_norm = torch.cat([_gram_diagonal(_rows(k)) for k in keys], dim=1).sqrt().clamp_min(eps)
+        attention = torch.softmax(gram / (q_norm * k_norm.view(b, self.heads, 1, ck)), dim=-1)
+        del query, keys
+        w_out, w_skip, w_depth = self.proj_out.weight.flatten(1).split([dim, dim, 1], dim=1)
+        w_value = torch.einsum("ohc,bhck->bohk", w_out.view(dim, self.heads, cq), attention).flatten(2)
+        out = _linear_onednn(query_skip, w_skip, self.proj_out.bias, add=x)
+        out_rows = _rows(out)
+        for v, w_part in zip(values, w_value.split(dim, dim=2)):
+            out_rows.baddbmm_(_rows(v), w_part.transpose(1, 2))
+        out_rows.baddbmm_(_rows(depth), w_depth.t().expand(b, 1, dim))
+        return out
+
 
 class EncodeLayer(nn.Module):
     def __init__(self, dim: int, cyclefc: str = "fast"):
@@ -391,6 +559,8 @@ class EncodeLayer(nn.Module):
         self.ffn = CCM(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dfm.mlp_h.form == "fast" and _use_onednn(x):
+            return self.ffn.residual_onednn(self.dfm.residual_onednn(x))
         x = self.dfm(x) + x
         return self.ffn(x) + x
 
@@ -403,6 +573,10 @@ class DecodeLayer(nn.Module):
         self.ffn = CCM(dim)
 
     def forward(self, x, gbuffers, depth, previous, motion, started):
+        if self.ctr.fast and _use_onednn(x):
+            x = self.hfb.residual_onednn(x, gbuffers)
+            x = self.ctr.residual_onednn(x, depth, previous, motion, started)
+            return self.ffn.residual_onednn(x)
         x = self.hfb(x, gbuffers) + x
         x = self.ctr(x, depth, previous, motion, started) + x
         return self.ffn(x) + x
@@ -417,6 +591,13 @@ class Upsample2x(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+
+    def with_skip(self, x: torch.Tensor, skip: torch.Tensor, alpha: torch.Tensor, fused: bool = False) -> torch.Tensor:
+        """``forward(x) + alpha * skip`` (the U-Net's scaled skip connection)."""
+        if fused and _use_onednn(skip):
+            up = _same_layout(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False), skip)
+            return _conv3x3_onednn(up, self.conv, add=alpha * skip)
+        return self.forward(x) + alpha * skip
 
 
 class RDG(nn.Module):
@@ -494,9 +675,10 @@ class RDG(nn.Module):
         x = self.middle_encoders(self.downs[1](skip_half))
         guide = (gbuffers, depth)
         new_quarter = self.middle_decoders(x, *guide, hidden_quarter, warp_motion, started)
-        x = self.ups[0](new_quarter) + self.skip_alphas[1] * skip_half
+        fused = self.cyclefc == "fast"
+        x = self.ups[0].with_skip(new_quarter, skip_half, self.skip_alphas[1], fused)
         new_half = self.decoders[0](x, *guide, hidden_half, warp_motion, started)
-        x = self.ups[1](new_half) + self.skip_alphas[0] * skip_full
+        x = self.ups[1].with_skip(new_half, skip_full, self.skip_alphas[0], fused)
         new_full = self.decoders[1](x, *guide, hidden_full, warp_motion, started)
         out = self._upsample((new_full + residual)[:, :, :h, :w])
         return out, (new_quarter, new_half, new_full, motion, torch.ones_like(started))
