@@ -52,7 +52,12 @@ rounding (outputs within ~1e-6, gradients alike, same parameters and state dict)
 step runs in channels-last memory (oneDNN convs are 1.3-10x faster there, depth-wise most) with
 1x1 convs as matrix products over pixel rows; DFM runs its two-per-channel depth-wise conv as a
 plain one and folds the second CycleFC's 1x1 conv into ``merge``; CTR folds the channel
-attention into its output projection (``DFM.forward_fast``, ``CTR.forward_fast``).
+attention into its output projection (``DFM.forward_fast``, ``CTR.forward_fast``). Without
+autograd on CPU (inference: ``gbuf upscale``, ``eval``, ``bench``) the same rewrites run through
+oneDNN's fused kernels instead (``residual_onednn`` methods): conv or matmul with the GELU or
+the residual add applied in the same kernel, concatenations replaced by accumulated matmuls,
+and no full-resolution map wider than ``num_feat`` channels except the CCM's (see ``_halves``).
+Training, CUDA and graph capture (ONNX export, tracing) use the autograd-friendly form.
 
 Motion convention: gbuf's ``motion`` buffer (pixels of the LR frame, displacement from frame t
 to frame t-1, x right, y down; the surface at pixel p of frame t was at p + motion in frame
