@@ -3,9 +3,14 @@
 The baseline is the official computation: CycleFC through ``torchvision.ops.deform_conv2d`` with
 constant offsets (``cyclefc="deform"``), every other layer as the official code runs it (NCHW,
 module by module). The fast form is gbuf's inference path: shift + 1x1 CycleFC, and on CPU
-channels-last memory with exact algebraic rewrites (see ``gbuf.train.models.rdg``). Both models hold the same
-weights and stream the same frames (``step`` with the state carried, the real-time use) in one
-process, frame by frame alternately, so load changes on the machine hit both alike.
+channels-last memory with exact algebraic rewrites run through oneDNN's fused conv/matmul kernels
+(see ``gbuf.train.models.rdg``). Both models hold the same weights and stream the same frames
+(``step`` with the state carried, the real-time use) in one process, frame by frame alternately,
+so load changes on the machine hit both alike. Inference mode, as ``gbuf upscale`` runs.
+
+The minor page faults per frame are printed too: a CPU tensor over glibc's 32 MB mmap ceiling
+is fresh, page-faulted memory every time, which is a large part of the deform form's time on a
+virtual machine (its deform_conv2d column buffers are hundreds of MB per layer).
 
     .venv/bin/python benchmarks/models.py [--lr-size 270x480] [--frames 6] [--threads 1] [--models rdg-s,rdg]
 
@@ -52,6 +57,7 @@ def main() -> None:
         frames = [bench.example_frame(fast, lr_size, device, seed=t) for t in range(args.frames + 1)]
         states = {k: None for k in forms}
         times = {k: [] for k in forms}
+        faults = {k: [] for k in forms}
         max_diff = 0.0
         with torch.inference_mode():
             for t, frame in enumerate(frames):
@@ -59,14 +65,18 @@ def main() -> None:
                 # Alternate which form goes first, so neither always runs on a cache the other warmed.
                 order = list(forms) if t % 2 == 0 else list(reversed(forms))
                 for form in order:
+                    before = _minor_faults()
                     seconds = bench._time(lambda: _step(forms[form], frame, states, form, outputs), device)
                     if t > 0:  # frame 0 is the warm-up
                         times[form].append(seconds)
+                        faults[form].append(_minor_faults() - before)
                 max_diff = max(max_diff, float((outputs["fast"] - outputs["deform"]).abs().max()))
         fast_ms, deform_ms = (statistics.median(times[k]) * 1000 for k in ("fast", "deform"))
         print(f"{name:6s} fast {fast_ms:9.1f} ms/frame   deform_conv2d {deform_ms:9.1f} ms/frame   "
               f"ratio fast/deform {fast_ms / deform_ms:.3f} (target <= 0.5)   "
               f"max |fast - deform| {max_diff:.2e} (target <= 1e-5)", flush=True)
+        print(f"{'':6s} minor page faults per frame: fast {statistics.median(faults['fast']):,.0f}   "
+              f"deform_conv2d {statistics.median(faults['deform']):,.0f}", flush=True)
         layer_fast, layer_deform = _cyclefc_layers(deform, fast, frames[-1], device, bench)
         print(f"{'':6s} CycleFC layers alone: fast {layer_fast:7.1f} ms/frame   deform_conv2d {layer_deform:7.1f} "
               f"ms/frame   ratio {layer_fast / layer_deform:.3f}; rest of the network "
@@ -97,6 +107,14 @@ def _cyclefc_layers(deform, fast, frame, device, bench, repeats: int = 5) -> tup
             run()
             totals[form] = statistics.median(bench._time(run, device) for _ in range(repeats)) * 1000
     return totals["fast"], totals["deform"]
+
+
+def _minor_faults() -> int:
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _step(model, frame, states, form, outputs) -> None:
