@@ -76,27 +76,51 @@ def source(tmp_path_factory) -> Path:
 
 
 def content_files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != sharing.MANIFEST}
+    """The store's content: what a manifest lists (no writer state or sharing cache, no manifest, no card)."""
+    return {rel: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+            and (rel := p.relative_to(root).as_posix()).split("/")[0] not in (".gbuf", sharing.MANIFEST, "README.md")}
+
+
+def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file outside .gbuf/ with its bytes and mtime (to see that push leaves a store alone)."""
+    return {p.relative_to(root).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))
+            if p.is_file() and p.relative_to(root).parts[0] != ".gbuf"}
+
+
+def copy_store(source: Path, dest: Path, *, age_s: float = 60.0) -> Path:
+    """A copy of the store whose files look written ``age_s`` ago (past the hash cache's racy window)."""
+    import os
+    import shutil
+    import time
+
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns(".gbuf"))
+    past = time.time_ns() - int(age_s * 1e9)
+    for p in dest.rglob("*"):
+        if p.is_file():
+            os.utime(p, ns=(past, past))
+    return dest
 
 
 def test_push_pull_s3_roundtrip_incremental(s3, source, tmp_path):
     url = f"s3://{BUCKET}/roundtrip/data.zarr"
     first = sharing.push(source, url, jobs=4, storage_options=s3)
     assert first["sent_files"] == first["files"] > 10 and first["skipped_files"] == 0
-    assert (source / "README.md").is_file()  # push regenerates the card
+    assert not (source / "README.md").exists()  # the card is generated and sent, not written locally
     again = sharing.push(source, url, jobs=4, storage_options=s3)
     assert again["sent_files"] == 0 and again["sent_bytes"] == 0 and again["skipped_files"] == first["files"]
     fs = s3fs_for(s3)
     assert fs.exists(f"{BUCKET}/roundtrip/data.zarr/{sharing.MANIFEST}")
     assert not fs.exists(f"{BUCKET}/roundtrip/data.zarr/{sharing.JOURNAL}")
+    assert b"Dataset id: `" + first["dataset_id"].encode() in fs.cat_file(f"{BUCKET}/roundtrip/data.zarr/README.md")
 
     local = tmp_path / "pulled.zarr"
     got = sharing.pull(url, local, jobs=4, storage_options=s3)
-    assert got["received_files"] == first["files"] and got["frames_verified"] > 0
-    assert content_files(local) == content_files(source)
+    assert got["received_files"] == first["files"] and got["frames_verified"] == 0  # sha256 only by default
+    assert content_files(local) == content_files(source) and (local / "README.md").is_file()
     assert gd.verify(local).ok
     assert sharing.pull(url, local, jobs=4, storage_options=s3)["received_files"] == 0
+    checked = sharing.pull(url, local, jobs=4, storage_options=s3, frame_check=True)
+    assert checked["received_files"] == 0 and checked["frames_verified"] == 32
 
 
 def test_interrupted_push_resumes(s3, source, tmp_path, monkeypatch):
@@ -129,28 +153,27 @@ def test_interrupted_push_resumes(s3, source, tmp_path, monkeypatch):
 
 
 def test_interrupted_pull_resumes(source, tmp_path, monkeypatch):
-    from fsspec.implementations.local import LocalFileSystem
-
     pushed = tmp_path / "pushed"
     total = sharing.push(source, str(pushed))["files"]
-    real = LocalFileSystem.cat_file
+    real = sharing._copy_local
     fetched = []
 
-    def flaky(self, path, *args, **kwargs):
-        if len(fetched) >= 7 and not path.endswith(sharing.MANIFEST):
+    def flaky(src, *args, **kwargs):
+        if len(fetched) >= 6:
             raise ConnectionResetError("connection reset")
-        fetched.append(path)
-        return real(self, path, *args, **kwargs)
+        fetched.append(src)
+        return real(src, *args, **kwargs)
 
-    monkeypatch.setattr(LocalFileSystem, "cat_file", flaky)
+    monkeypatch.setattr(sharing, "_copy_local", flaky)
     local = tmp_path / "pulled.zarr"
     with pytest.raises(GbufError, match="pull failed .*connection reset"):
         sharing.pull(str(pushed), local, jobs=1)
     assert not (local / sharing.MANIFEST).exists()  # unfinished, and says so
-    monkeypatch.setattr(LocalFileSystem, "cat_file", real)
+    monkeypatch.setattr(sharing, "_copy_local", real)
     rerun = sharing.pull(str(pushed), local, jobs=2)
-    assert rerun["skipped_files"] == 6 and rerun["received_files"] == total - 6  # 7 reads = manifest + 6 files
+    assert rerun["skipped_files"] == 6 and rerun["received_files"] == total - 6
     assert content_files(local) == content_files(source) and (local / sharing.MANIFEST).is_file()
+    assert not list(local.rglob("*.part"))
     with pytest.raises(GbufError, match="read-only"):
         sharing.push(source, "http://127.0.0.1:9/data.zarr")
 
@@ -178,14 +201,15 @@ def test_corrupted_object_is_caught_on_pull(s3, source, tmp_path):
     manifest = json.loads(fs.cat_file(f"{BUCKET}/corrupt/data.zarr/{sharing.MANIFEST}"))
     manifest["files"]["synthetic_001/hr/color/c/1/0/0/0"]["sha256"] = sharing.sha256(bytes(bad))
     fs.pipe_file(f"{BUCKET}/corrupt/data.zarr/{sharing.MANIFEST}", json.dumps(manifest).encode())
+    assert sharing.pull(url, tmp_path / "trusting.zarr", storage_options=s3)["frames_verified"] == 0
     with pytest.raises(GbufError, match=r"synthetic_001/hr: frame [4-7]: color"):
-        sharing.pull(url, local, storage_options=s3)
+        sharing.pull(url, local, storage_options=s3, frame_check=True)
     assert not (local / sharing.MANIFEST).exists()
     # Repaired at the source: the rerun fetches the one object again and verifies.
     fs.pipe_file(key, good)
     manifest["files"]["synthetic_001/hr/color/c/1/0/0/0"]["sha256"] = sharing.sha256(good)
     fs.pipe_file(f"{BUCKET}/corrupt/data.zarr/{sharing.MANIFEST}", json.dumps(manifest).encode())
-    assert sharing.pull(url, local, storage_options=s3)["received_files"] == 1
+    assert sharing.pull(url, local, storage_options=s3, frame_check=True)["received_files"] == 1
 
 
 def test_wrong_credentials_and_unreachable(s3, source, tmp_path, monkeypatch):
@@ -245,6 +269,237 @@ def test_manifest_paths_outside_destination_refused(source, tmp_path):
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "out.zarr").exists()
 
 
+def test_push_leaves_the_source_alone_and_hashes_each_file_once(source, tmp_path, monkeypatch):
+    from gbuf.datasets.datacard import card_text
+
+    store = copy_store(source, tmp_path / "store.zarr")
+    before = snapshot(store)
+    dest = tmp_path / "dest"
+    first = sharing.push(store, str(dest), jobs=2)
+    assert snapshot(store) == before  # nothing outside .gbuf/ written, not even touched
+    assert sorted(p.name for p in (store / ".gbuf").iterdir()) == [sharing.ID_FILE, sharing.CACHE_FILE]
+    # The manifest describes exactly the bytes that arrived, and the card was generated for the push.
+    manifest = json.loads((dest / sharing.MANIFEST).read_text())
+    assert set(manifest["files"]) == set(content_files(store)) | {"README.md"}
+    for rel, entry in manifest["files"].items():
+        data = (dest / rel).read_bytes()
+        assert (len(data), sharing.sha256(data)) == (entry["size"], entry["sha256"]), rel
+    assert (dest / "README.md").read_text() == card_text(store, dataset_id=first["dataset_id"])
+    assert not list(dest.rglob("*.part"))
+
+    # A second push reads no file: sizes and SHA-256 come from the cache in .gbuf/.
+    hashed = []
+    real_hash = sharing._hash_file
+    monkeypatch.setattr(sharing, "_hash_file", lambda path, where: hashed.append(path) or real_hash(path, where))
+    again = sharing.push(store, str(dest), jobs=2)
+    assert again["sent_files"] == 0 and again["skipped_files"] == first["files"] and hashed == []
+    # A shard rewritten in place with the same size is noticed (its mtime moved) and sent again.
+    rel = "synthetic_000/hr/color/c/0/0/0/0"
+    changed = bytearray((store / rel).read_bytes())
+    changed[100] ^= 0xFF
+    (store / rel).write_bytes(bytes(changed))
+    third = sharing.push(store, str(dest), jobs=2)
+    assert third["sent_files"] == 1 and [Path(p).name for p in hashed] == ["0"]
+    assert (dest / rel).read_bytes() == bytes(changed)
+    assert json.loads((dest / sharing.MANIFEST).read_text())["files"][rel]["sha256"] == sharing.sha256(changed)
+
+
+def test_manifest_records_the_bytes_sent_even_with_a_stale_cache(source, tmp_path, monkeypatch):
+    store = copy_store(source, tmp_path / "store.zarr")
+    sharing.push(store, str(tmp_path / "a"))
+    stale = {rel: entry[4] for rel, entry in sharing._HashCache(store).files.items()}
+    rel = "synthetic_001/lr/geom32/c/1/0/0/0"
+    changed = bytearray((store / rel).read_bytes())
+    changed[-20] ^= 0x01
+    (store / rel).write_bytes(bytes(changed))
+    # The cache wrongly claims every file is as before: it may decide what to skip, never what is recorded.
+    monkeypatch.setattr(sharing._HashCache, "lookup", lambda self, r, st: stale.get(r))
+    sharing.push(store, str(tmp_path / "b"))
+    manifest = json.loads((tmp_path / "b" / sharing.MANIFEST).read_text())
+    assert manifest["files"][rel]["sha256"] == sharing.sha256(bytes(changed)) != stale[rel]
+    for r, entry in manifest["files"].items():
+        assert sharing.sha256((tmp_path / "b" / r).read_bytes()) == entry["sha256"], r
+
+
+def test_push_refuses_symlinks_out_of_the_store(source, tmp_path):
+    store = copy_store(source, tmp_path / "store.zarr")
+    dest = tmp_path / "dest"
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not part of the dataset")
+    link = store / "synthetic_000" / "notes.txt"
+    link.symlink_to(secret)
+    with pytest.raises(GbufError, match=r"synthetic_000/notes.txt: a symlink to .*secret.txt, outside the store; "
+                                        r"refused") as err:
+        sharing.push(store, str(dest))
+    assert "\n" not in str(err.value) and not dest.exists()
+    link.unlink()
+    (store / "synthetic_000" / "escape").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(GbufError, match="escape: a symlink to .*, outside the store; refused"):
+        sharing.push(store, str(dest))
+    (store / "synthetic_000" / "escape").unlink()
+    (store / "synthetic_000" / "loop").symlink_to(store / "synthetic_000", target_is_directory=True)
+    with pytest.raises(GbufError, match="a second time through a symlink .*refused"):
+        sharing.push(store, str(dest))
+    (store / "synthetic_000" / "loop").unlink()
+    assert not dest.exists()
+    # A link that stays inside the store is pushed as the file it names.
+    (store / "synthetic_000" / "alias.json").symlink_to(store / "synthetic_000" / "zarr.json")
+    sharing.push(store, str(dest))
+    alias = dest / "synthetic_000" / "alias.json"
+    assert not alias.is_symlink() and alias.read_bytes() == (store / "synthetic_000" / "zarr.json").read_bytes()
+
+
+def test_push_readback_and_what_is_checked_without_it(s3, source, tmp_path, monkeypatch):
+    import s3fs
+
+    url = f"s3://{BUCKET}/readback/data.zarr"
+    rel = "synthetic_000/lr/geom32/c/1/0/0/0"
+    real = s3fs.S3FileSystem._pipe_file
+
+    async def garble(self, path, data, *args, **kwargs):  # same size, one bit flipped on the way
+        if path.endswith(rel):
+            data = bytes(data[:-1]) + bytes([data[-1] ^ 1])
+        return await real(self, path, data, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_pipe_file", garble)
+    with pytest.raises(GbufError, match=f"readback/data.zarr/{re.escape(rel)}: arrived corrupted"):
+        sharing.push(source, url, storage_options=s3, readback=True)
+    # Without --readback the destination is checked by size only (as documented): the push
+    # completes, and the corruption is caught where every object is hashed again, on pull.
+    sharing.push(source, url, storage_options=s3)
+    monkeypatch.setattr(s3fs.S3FileSystem, "_pipe_file", real)
+    with pytest.raises(GbufError, match=f"{re.escape(rel)}: arrived corrupted .*sequence synthetic_000, group lr"):
+        sharing.pull(url, tmp_path / "pulled.zarr", storage_options=s3)
+    repaired = sharing.push(source, url, storage_options=s3, readback=True, force=True)
+    assert repaired["sent_files"] == repaired["files"]
+
+
+def test_pull_fetches_a_damaged_local_file_again(source, tmp_path):
+    pushed = tmp_path / "pushed"
+    sharing.push(source, str(pushed))
+    local = tmp_path / "local.zarr"
+    sharing.pull(str(pushed), local)
+    rel = "synthetic_000/hr/geom16/c/1/0/0/0"
+    damaged = bytearray((local / rel).read_bytes())
+    damaged[7] ^= 0x10
+    (local / rel).write_bytes(bytes(damaged))  # same size: only its hash tells
+    again = sharing.pull(str(pushed), local)
+    assert again["received_files"] == 1 and again["skipped_files"] == again["files"] - 1
+    assert (local / rel).read_bytes() == (pushed / rel).read_bytes()
+    # The pulled copy pushes back as the same dataset (its manifest names it), sending only its own
+    # card (titled after its folder); every other file's hash was cached by the pull.
+    back = sharing.push(local, str(pushed))
+    assert back["sent_files"] == 1 and back["skipped_files"] == back["files"] - 1
+
+
+def test_pull_without_a_manifest_says_why(source, tmp_path):
+    with pytest.raises(GbufError, match="no gbuf-manifest.json: not a pushed gbuf store .*never pushed can be "
+                                        "read in place"):
+        sharing.pull(str(source), tmp_path / "a.zarr")  # a store, but never pushed
+    pushed = tmp_path / "pushed"
+    sharing.push(source, str(pushed))
+    manifest = (pushed / sharing.MANIFEST).read_text()
+    (pushed / sharing.MANIFEST).unlink()
+    (pushed / sharing.JOURNAL).write_text(manifest)  # as an interrupted push leaves it
+    with pytest.raises(GbufError, match="no gbuf-manifest.json: its push is unfinished .*rerun the push"):
+        sharing.pull(str(pushed), tmp_path / "b.zarr")
+    assert not (tmp_path / "a.zarr").exists() and not (tmp_path / "b.zarr").exists()
+
+
+def _counting_store(url, s3, cache):
+    """A cached store over ``url`` that records every request its remote store serves."""
+    from gbuf.datasets import remote_store
+
+    store = remote_store.open_zarr_store(url, read_only=True, storage_options=s3, cache_dir=cache)
+    requests = []
+    inner_get = store._store.get
+
+    async def counting(key, prototype, byte_range=None):
+        requests.append((key, byte_range))
+        return await inner_get(key, prototype, byte_range)
+
+    store._store.get = counting
+    return store, requests
+
+
+def test_cache_serves_ranges_from_one_local_copy_per_version(s3, tmp_path, monkeypatch):
+    import os
+
+    import zarr
+
+    from gbuf.datasets import remote_store
+
+    # Wide enough that a shard holds several inner chunks (zarr then asks for byte ranges).
+    wide = make_synthetic_store(tmp_path / "wide.zarr", frames=8, height=32, width=400, frames_per_shard=4)
+    url = f"s3://{BUCKET}/cached/data.zarr"
+    sharing.push(wide, url, storage_options=s3)
+    cache = tmp_path / "cache"
+    store, requests = _counting_store(url, s3, cache)
+    reads = []
+    real_pread = os.pread
+    monkeypatch.setattr(remote_store.os, "pread", lambda fd, n, off: reads.append(n) or real_pread(fd, n, off))
+    real_read_bytes = Path.read_bytes
+
+    def read_bytes(self):
+        if cache in self.parents:
+            pytest.fail(f"whole cached file read for a range: {self}")
+        return real_read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    remote = zarr.open_group(store, mode="r")["synthetic_000/hr/color"]
+    local = zarr.open_group(str(wide), mode="r")["synthetic_000/hr/color"]
+    for t in (5, 6, 7, 5):
+        np.testing.assert_array_equal(remote[t, :16, :16], local[t, :16, :16])
+    key = "synthetic_000/hr/color/c/1/0/0/0"
+    assert [(k, r) for k, r in requests if "/c/" in k] == [(key, None)]  # the shard fetched whole, once
+    assert len(reads) >= 4 and max(reads) < (wide / key).stat().st_size / 2  # then just the ranges asked for
+    monkeypatch.undo()
+    cached = [p for p in cache.rglob("*") if p.is_file()]
+    assert [p.name for p in cached] == [f"0.sha256-{sharing.sha256((wide / key).read_bytes())}"]
+
+    # Another dataset pushed over the same URL: a new store on the same cache serves the new bytes.
+    other = make_synthetic_store(tmp_path / "other.zarr", frames=8, height=32, width=400, frames_per_shard=4,
+                                 seed=11)
+    sharing.push(other, url, storage_options=s3, force=True)
+    fresh, _ = _counting_store(url, s3, cache)
+    got = zarr.open_group(fresh, mode="r")["synthetic_000/hr/color"][6]
+    np.testing.assert_array_equal(got, zarr.open_group(str(other), mode="r")["synthetic_000/hr/color"][6])
+    assert not np.array_equal(got, local[6])
+
+    # An object that arrives different from the manifest is refused, not cached.
+    fs = s3fs_for(s3)
+    bad_key = "synthetic_000/lr/color/c/0/0/0/0"
+    good = fs.cat_file(f"{BUCKET}/cached/data.zarr/{bad_key}")
+    fs.pipe_file(f"{BUCKET}/cached/data.zarr/{bad_key}", good[:-1] + bytes([good[-1] ^ 1]))
+    third, _ = _counting_store(url, s3, tmp_path / "cache3")
+    with pytest.raises(GbufError, match=f"{re.escape(bad_key)}: does not match its sha256"):
+        zarr.open_group(third, mode="r")["synthetic_000/lr/color"][0]
+    assert not [p for p in (tmp_path / "cache3").rglob("*") if p.is_file()]
+
+
+def test_cache_without_manifest_is_keyed_by_etag(s3, source, tmp_path):
+    import zarr
+
+    url = f"s3://{BUCKET}/etag/data.zarr"
+    sharing.push(source, url, storage_options=s3)
+    fs = s3fs_for(s3)
+    fs.rm(f"{BUCKET}/etag/data.zarr/{sharing.MANIFEST}")
+    key = "synthetic_000/lr/color/c/0/0/0/0"
+    cache = tmp_path / "cache"
+    store, _ = _counting_store(url, s3, cache)
+    first = zarr.open_group(store, mode="r")["synthetic_000/lr/color"][1]
+    assert [p.name.split(".")[1][:2] for p in cache.rglob("*") if p.is_file()] == ["v-"]
+    # The object is replaced by one of the same size: its ETag changes, so it is fetched again.
+    other = make_synthetic_store(tmp_path / "other.zarr", sequences=1, frames=8, height=32, width=48,
+                                 frames_per_shard=4, seed=5)
+    replacement = (other / key).read_bytes()
+    fs.pipe_file(f"{BUCKET}/etag/data.zarr/{key}", replacement)
+    fresh, requests = _counting_store(url, s3, cache)
+    second = zarr.open_group(fresh, mode="r")["synthetic_000/lr/color"][1]
+    np.testing.assert_array_equal(second, zarr.open_group(str(other), mode="r")["synthetic_000/lr/color"][1])
+    assert not np.array_equal(first, second) and (key, None) in requests
+
+
 @pytest.fixture()
 def http_server(tmp_path):
     servers = []
@@ -273,9 +528,10 @@ def test_pull_over_http(source, tmp_path, http_server):
     assert result.exit_code == 0, result.output
     base = http_server(tmp_path / "site")
     local = tmp_path / "pulled.zarr"
-    result = CliRunner().invoke(cli, ["dataset", "pull", f"{base}/data.zarr", str(local), "-j", "4"])
+    result = CliRunner().invoke(cli, ["dataset", "pull", f"{base}/data.zarr", str(local), "-j", "4",
+                                      "--frame-check"])
     assert result.exit_code == 0, result.output
-    assert "frame(s) verified" in result.output
+    assert "(sha256 checked)" in result.output and "32 frame(s) verified" in result.output
     assert content_files(local) == content_files(source)
     with pytest.raises(GbufError, match="no gbuf-manifest.json"):
         sharing.pull(f"{base}/nothing-here", tmp_path / "none.zarr")

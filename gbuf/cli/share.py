@@ -17,10 +17,17 @@ def register(group: click.Group) -> None:
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Parallel transfers.")
 @click.option("--force", is_flag=True, help="Write over a destination that holds another dataset.")
-@click.option("--readback", is_flag=True, help="Download every uploaded object again and re-hash it.")
-@click.option("--license", "license_", default=None, help="Set the license recorded in the card.")
+@click.option("--readback", is_flag=True,
+              help="Download every object sent again and compare its SHA-256 with the manifest "
+                   "(without it: hashed as sent, size checked at the destination).")
+@click.option("--license", "license_", default=None,
+              help="Set the license (written into DS's root attrs) and publish it in the card.")
 def push(ds: str, url: str, jobs: int, force: bool, readback: bool, license_: str | None) -> None:
-    """Publish the local store DS at URL (any fsspec URL; incremental, resumable)."""
+    """Publish the local store DS at URL (any fsspec URL; incremental, resumable).
+
+    DS itself is not modified (besides --license): the card is generated and sent,
+    and push keeps a hash cache and the dataset id in DS/.gbuf/.
+    """
     from gbuf.datasets.sharing import push as push_store
     from gbuf.datasets.summary import human_bytes
 
@@ -36,17 +43,19 @@ def push(ds: str, url: str, jobs: int, force: bool, readback: bool, license_: st
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Parallel transfers.")
 @click.option("--force", is_flag=True, help="Write over a local folder that holds another dataset.")
-@click.option("--no-frame-check", is_flag=True,
-              help="Check each object's SHA-256 only, not every frame's checksum (faster; "
-                   "run gbuf dataset verify later).")
-def pull(url: str, ds: str, jobs: int, force: bool, no_frame_check: bool) -> None:
-    """Fetch the pushed store at URL into the local folder DS (verified on arrival)."""
+@click.option("--frame-check/--no-frame-check", default=False, show_default=True,
+              help="Also decode every frame and check its CRC-32 (as gbuf dataset verify), which catches "
+                   "a source whose manifest matches corrupt data; every object's SHA-256 is checked "
+                   "either way.")
+def pull(url: str, ds: str, jobs: int, force: bool, frame_check: bool) -> None:
+    """Fetch the pushed store at URL into the local folder DS (every object's SHA-256 checked on arrival)."""
     from gbuf.datasets.sharing import pull as pull_store
     from gbuf.datasets.summary import human_bytes
 
-    r = pull_store(url, ds, jobs=jobs, force=force, progress=True, verify=not no_frame_check)
+    r = pull_store(url, ds, jobs=jobs, force=force, progress=True, frame_check=frame_check)
+    checked = f"; {r['frames_verified']} frame(s) verified" if frame_check else ""
     click.echo(f"pulled {url} -> {ds}: {r['received_files']} file(s), {human_bytes(r['received_bytes'])} "
-               f"received, {r['skipped_files']} already there; {r['frames_verified']} frame(s) verified")
+               f"received (sha256 checked), {r['skipped_files']} already there{checked}")
 
 
 @click.command("card")

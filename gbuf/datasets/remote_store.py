@@ -9,12 +9,16 @@ accepts a URL without options of its own.
 An optional local cache (``cache_dir=`` or ``GBUF_CACHE_DIR``) keeps a copy of every
 chunk (shard) object read. zarr-python 3.1 reads a shard's inner chunks one ranged
 request after another, which is slow over a network; the cache fetches each shard
-whole, once, and serves every later range from the local file. Metadata
-(``zarr.json``) is never cached: a later push may add groups or attrs. Shards of a
-finished store are written once, so cached copies stay valid (use a fresh cache
-folder for a store whose frames were re-rendered with ``overwrite``). Cache files
-are written to a temporary name and renamed, so DataLoader worker processes that
-share one cache folder never see a half-written object.
+whole, once, and serves every later range by reading just that range of the local
+file. Cached copies are named after the object's version, so a changed remote object
+is fetched again rather than served stale: its SHA-256 in the store's
+``gbuf-manifest.json`` (every pushed store has one; the bytes are checked against it
+when they arrive), else its ETag/mtime and size (one metadata request per object and
+process; an object with no such metadata is not cached). Metadata (``zarr.json``) is
+never cached: a later push may add groups or attrs. Superseded copies stay in the
+folder until it is removed. Cache files are written to a temporary name and renamed,
+so DataLoader worker processes that share one cache folder never see a half-written
+object.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 from gbuf.errors import GbufError
 
 CACHE_ENV = "GBUF_CACHE_DIR"
+MANIFEST = "gbuf-manifest.json"  # as written by gbuf.datasets.sharing
 OPTIONS_ENV = "GBUF_STORAGE_OPTIONS"
 
 
@@ -89,54 +94,140 @@ def open_zarr_store(url: str, *, read_only: bool, storage_options: dict | None =
     return store
 
 
-def _cached_store_class():
+def _read_range(path: Path, byte_range) -> bytes:
+    """Bytes of a cached object for a zarr byte request, reading only that range from the file."""
     from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        size = os.fstat(fd).st_size
+        if byte_range is None:
+            start, end = 0, size
+        elif isinstance(byte_range, RangeByteRequest):
+            start, end = byte_range.start, min(byte_range.end, size)
+        elif isinstance(byte_range, OffsetByteRequest):
+            start, end = byte_range.offset, size
+        elif isinstance(byte_range, SuffixByteRequest):
+            start, end = max(0, size - byte_range.suffix), size
+        else:  # pragma: no cover - zarr added a new request type
+            raise TypeError(f"unsupported byte range {byte_range!r}")
+        parts = []
+        while start < end:
+            chunk = os.pread(fd, end - start, start)
+            if not chunk:
+                break
+            parts.append(chunk)
+            start += len(chunk)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
+def _slice(data: bytes, byte_range) -> bytes:
+    from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
+
+    if byte_range is None:
+        return data
+    if isinstance(byte_range, RangeByteRequest):
+        return data[byte_range.start:byte_range.end]
+    if isinstance(byte_range, OffsetByteRequest):
+        return data[byte_range.offset:]
+    if isinstance(byte_range, SuffixByteRequest):
+        return data[len(data) - byte_range.suffix:] if byte_range.suffix else b""
+    raise TypeError(f"unsupported byte range {byte_range!r}")  # pragma: no cover
+
+
+#: Object metadata that changes whenever an object's content does (all present are used).
+_VERSION_FIELDS = ("ETag", "etag", "Content-MD5", "Digest", "md5", "md5Hash", "crc32c", "generation",
+                   "VersionId", "version_id", "LastModified", "Last-Modified", "last_modified", "updated",
+                   "mtime", "ino", "created")
+
+
+def _manifest_entries(raw: bytes) -> dict:
+    """``{key: {"size", "sha256"}}`` from a gbuf-manifest.json, or {} if it is not one."""
+    try:
+        manifest = json.loads(raw)
+        files = manifest["files"] if manifest.get("format") == "gbuf-manifest" else {}
+    except (ValueError, AttributeError, KeyError, TypeError):
+        return {}
+    return {k: v for k, v in files.items() if isinstance(v, dict) and isinstance(v.get("size"), int)
+            and isinstance(v.get("sha256"), str) and len(v["sha256"]) == 64} if isinstance(files, dict) else {}
+
+
+def _cached_store_class():
     from zarr.storage import WrapperStore
 
     class _CachedStore(WrapperStore):
-        """Read-through cache: whole objects fetched once, ranges served from local files."""
+        """Read-through cache: whole chunk objects fetched once, ranges read from the local copy.
+
+        Each cached copy is named after the object's version: its SHA-256 from the store's
+        ``gbuf-manifest.json`` (and checked against it on arrival), or, for an object the
+        manifest does not list, its size and ETag/mtime (one metadata request per object
+        and process). A changed remote object therefore gets a new cached copy instead of
+        the old one being served.
+        """
 
         def __init__(self, store, folder: Path):
             super().__init__(store)
             self.folder = Path(folder)
+            self._manifest: dict | None = None  # read on first use
+            self._versions: dict[str, tuple | None] = {}
 
         def __eq__(self, other) -> bool:
             return type(self) is type(other) and self._store == other._store and self.folder == other.folder
 
-        def _local(self, key: str) -> Path:
-            return self.folder / key
+        def _where(self, key: str) -> str:
+            return f"{getattr(self._store, 'path', '')}/{key}".lstrip("/")
 
-        async def _fetch(self, key: str, prototype) -> bytes | None:
-            path = self._local(key)
-            if path.is_file():
-                return path.read_bytes()
-            buf = await self._store.get(key, prototype)
-            if buf is None:
-                return None
-            data = buf.to_bytes()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)  # atomic: other workers see all of it or none
-            return data
+        async def _version(self, key: str, prototype) -> tuple | None:
+            """(tag, sha256 or None) naming this version of the object; None: not cacheable."""
+            if key in self._versions:
+                return self._versions[key]
+            if self._manifest is None:
+                raw = await self._store.get(MANIFEST, prototype)
+                self._manifest = _manifest_entries(raw.to_bytes()) if raw is not None else {}
+            entry = self._manifest.get(key)
+            version = None
+            if entry is not None:
+                version = (f"sha256-{entry['sha256']}", entry["sha256"], entry["size"])
+            else:
+                fs, path = getattr(self._store, "fs", None), getattr(self._store, "path", None)
+                info = None
+                if fs is not None and path is not None:
+                    try:
+                        info = await fs._info(f"{path.rstrip('/')}/{key}")
+                    except (FileNotFoundError, NotImplementedError, AttributeError):
+                        info = None
+                fields = {f: str(info[f]) for f in _VERSION_FIELDS if isinstance(info, dict) and info.get(f)}
+                if fields:  # size alone is no version: such objects are read uncached
+                    fields["size"] = str(info.get("size"))
+                    tag = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
+                    version = (f"v-{tag}", None, None)
+            self._versions[key] = version
+            return version
 
         async def get(self, key, prototype, byte_range=None):
             if "/c/" not in f"/{key}":  # metadata: always fresh
                 return await self._store.get(key, prototype, byte_range)
-            data = await self._fetch(key, prototype)
-            if data is None:
+            version = await self._version(key, prototype)
+            if version is None:
+                return await self._store.get(key, prototype, byte_range)
+            tag, digest, size = version
+            path = self.folder / f"{key}.{tag}"
+            if path.is_file():
+                return prototype.buffer.from_bytes(_read_range(path, byte_range))
+            buf = await self._store.get(key, prototype)
+            if buf is None:
                 return None
-            if byte_range is None:
-                pass
-            elif isinstance(byte_range, RangeByteRequest):
-                data = data[byte_range.start:byte_range.end]
-            elif isinstance(byte_range, OffsetByteRequest):
-                data = data[byte_range.offset:]
-            elif isinstance(byte_range, SuffixByteRequest):
-                data = data[-byte_range.suffix:] if byte_range.suffix else b""
-            else:  # pragma: no cover - zarr added a new request type
-                raise TypeError(f"unsupported byte range {byte_range!r}")
-            return prototype.buffer.from_bytes(data)
+            data = buf.to_bytes()
+            if digest is not None and (len(data) != size or hashlib.sha256(data).hexdigest() != digest):
+                raise GbufError(f"{self._where(key)}: does not match its sha256 in {MANIFEST} (corrupted, "
+                                f"or the store was pushed again since it was opened: open it again)")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)  # atomic: other workers see all of it or none
+            return prototype.buffer.from_bytes(_slice(data, byte_range))
 
         async def get_partial_values(self, prototype, key_ranges):
             return [await self.get(key, prototype, rng) for key, rng in key_ranges]
