@@ -374,6 +374,29 @@ def test_push_readback_and_what_is_checked_without_it(s3, source, tmp_path, monk
     assert repaired["sent_files"] == repaired["files"]
 
 
+def test_large_objects_are_streamed(s3, source, tmp_path, http_server, monkeypatch):
+    """Objects above the one-request size are streamed in blocks, hashed on the way, both directions."""
+    monkeypatch.setattr(sharing, "_WHOLE_MAX", 1000)
+    monkeypatch.setattr(sharing, "_REMOTE_BLOCK", 4096)
+    url = f"s3://{BUCKET}/streamed/data.zarr"
+    sharing.push(source, url, storage_options=s3, readback=True)
+    local = tmp_path / "from-s3.zarr"
+    sharing.pull(url, local, storage_options=s3)
+    assert content_files(local) == content_files(source)
+    site = tmp_path / "site" / "data.zarr"
+    sharing.push(source, str(site))
+    rel = "synthetic_001/hr/geom32/c/0/0/0/0"
+    good = (site / rel).read_bytes()
+    (site / rel).write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    base = http_server(tmp_path / "site")
+    with pytest.raises(GbufError, match=f"{re.escape(rel)}: arrived corrupted .*sequence synthetic_001, group hr"):
+        sharing.pull(f"{base}/data.zarr", tmp_path / "from-http.zarr")
+    assert not list((tmp_path / "from-http.zarr").rglob("*.part"))
+    (site / rel).write_bytes(good)
+    got = sharing.pull(f"{base}/data.zarr", tmp_path / "from-http.zarr")
+    assert got["received_files"] >= 1 and content_files(tmp_path / "from-http.zarr") == content_files(source)
+
+
 def test_pull_fetches_a_damaged_local_file_again(source, tmp_path):
     pushed = tmp_path / "pushed"
     sharing.push(source, str(pushed))

@@ -15,7 +15,7 @@ def register(group: click.Group) -> None:
 @click.argument("ds", type=click.Path(file_okay=False))
 @click.argument("url")
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=8, show_default=True,
-              help="Parallel transfers.")
+              help="Parallel transfers (a copy between local folders uses at most one per CPU).")
 @click.option("--force", is_flag=True, help="Write over a destination that holds another dataset.")
 @click.option("--readback", is_flag=True,
               help="Download every object sent again and compare its SHA-256 with the manifest "
@@ -41,7 +41,7 @@ def push(ds: str, url: str, jobs: int, force: bool, readback: bool, license_: st
 @click.argument("url")
 @click.argument("ds", type=click.Path(file_okay=False))
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=8, show_default=True,
-              help="Parallel transfers.")
+              help="Parallel transfers (a copy between local folders uses at most one per CPU).")
 @click.option("--force", is_flag=True, help="Write over a local folder that holds another dataset.")
 @click.option("--frame-check/--no-frame-check", default=False, show_default=True,
               help="Also decode every frame and check its CRC-32 (as gbuf dataset verify), which catches "
