@@ -304,6 +304,24 @@ def test_push_leaves_the_source_alone_and_hashes_each_file_once(source, tmp_path
     assert json.loads((dest / sharing.MANIFEST).read_text())["files"][rel]["sha256"] == sharing.sha256(changed)
 
 
+def test_push_from_a_store_it_cannot_write_to(source, tmp_path, monkeypatch):
+    store = copy_store(source, tmp_path / "store.zarr")
+    real_mkdir, real_write = Path.mkdir, Path.write_text
+
+    def refuse(path):  # as on a read-only mount (chmod would not stop root)
+        raise PermissionError(13, "Read-only file system", str(path))
+
+    monkeypatch.setattr(Path, "mkdir", lambda self, *a, **k: refuse(self) if self.is_relative_to(store)
+                        else real_mkdir(self, *a, **k))
+    monkeypatch.setattr(Path, "write_text", lambda self, *a, **k: refuse(self) if self.is_relative_to(store)
+                        else real_write(self, *a, **k))
+    before = snapshot(store)
+    first = sharing.push(store, f"memory://ro/{tmp_path.name}")
+    again = sharing.push(store, f"memory://ro/{tmp_path.name}")  # the same dataset (a stable id), nothing to send
+    assert again["dataset_id"] == first["dataset_id"] and again["sent_files"] == 0
+    assert snapshot(store) == before and not (store / ".gbuf").exists()
+
+
 def test_manifest_records_the_bytes_sent_even_with_a_stale_cache(source, tmp_path, monkeypatch):
     store = copy_store(source, tmp_path / "store.zarr")
     sharing.push(store, str(tmp_path / "a"))

@@ -519,7 +519,9 @@ def _dataset_id(root: Path, attrs: dict) -> str:
     (push leaves that untouched): the root attrs' ``dataset_id`` if the store already
     has one (an earlier gbuf wrote it there on the first push), else the id of the manifest
     a pull left (a pulled copy pushes as the same dataset), else ``.gbuf/dataset_id``,
-    written on the first push (a copy of the store made with ``cp -r`` keeps it).
+    written on the first push (a copy of the store made with ``cp -r`` keeps it). A store
+    where it cannot be written (read-only) is named by a hash of its root metadata instead,
+    which is as stable as the store itself.
     """
     if attrs.get("dataset_id"):
         return str(attrs["dataset_id"])
@@ -533,10 +535,15 @@ def _dataset_id(root: Path, attrs: dict) -> str:
         if text:
             return text
     new = uuid.uuid4().hex
-    path.parent.mkdir(exist_ok=True)
     tmp = _tmp_path(path)
-    tmp.write_text(new + "\n")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(exist_ok=True)
+        tmp.write_text(new + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return hashlib.sha256((root / "zarr.json").read_bytes()).hexdigest()[:32]
     return new
 
 
