@@ -248,3 +248,16 @@ def test_fused_cpu_inference_kernels_match_the_official_computation(monkeypatch)
     assert not calls, "the fused kernels (no backward) ran with autograd on"
     assert (fused - reference).abs().max() < 1e-5
     assert (fused - autograd_path.detach()).abs().max() < 1e-5
+
+
+def test_channels_last_warp_is_identical_to_the_official_warp():
+    """The fused path's embedding_bag warp reproduces grid_sample exactly: batches, motion that
+    leaves the frame on every side, integer and fractional positions, odd sizes."""
+    g = torch.Generator().manual_seed(3)
+    features = torch.randn(2, 5, 17, 23, generator=g).contiguous(memory_format=torch.channels_last)
+    motion = torch.randn(2, 2, 17, 23, generator=g) * 9
+    motion[:, :, :3] = motion[:, :, :3].round()  # exact pixel positions too
+    expected = rdg_module.warp_previous(features, motion)
+    got = rdg_module._warp_channels_last(features, motion)
+    assert torch.equal(got, expected)
+    assert (expected == 0).any() and (expected != 0).any()  # some samples fell outside, some inside

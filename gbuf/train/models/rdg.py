@@ -231,6 +231,38 @@ def _linear_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return _as_image(out, x)
 
 
+def _warp_channels_last(features: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+    """``warp_previous`` for a pixel-major ``features``, bit-identical to it, twice as fast on CPU.
+
+    Bilinear sampling is a weighted sum of four whole pixel rows, which ``embedding_bag`` does in
+    one pass over channels-last memory (grid_sample walks channel planes and returns NCHW).
+    Sample positions and weights are computed exactly as grid_sample computes them (the grid's
+    normalisation round trip included), so the result is identical, not merely close; corners
+    outside the frame get weight 0 (zero padding)."""
+    b, c, h, w = features.shape
+    sample_x = torch.arange(w, dtype=motion.dtype, device=motion.device).view(1, 1, w) + motion[:, 0]
+    sample_y = torch.arange(h, dtype=motion.dtype, device=motion.device).view(1, h, 1) + motion[:, 1]
+    # warp_previous's grid, then grid_sample's unnormalisation for align_corners=True.
+    xs = (2.0 * sample_x / max(w - 1, 1) - 1.0 + 1) * ((w - 1) / 2)
+    ys = (2.0 * sample_y / max(h - 1, 1) - 1.0 + 1) * ((h - 1) / 2)
+    x0, y0 = xs.floor(), ys.floor()
+    weights_x = ((x0 + 1) - xs, xs - x0)
+    weights_y = ((y0 + 1) - ys, ys - y0)
+    x0, y0 = x0.long(), y0.long()
+    first = (torch.arange(b, device=motion.device) * (h * w)).view(b, 1, 1)
+    index, weight = [], []
+    for dy in (0, 1):
+        for dx in (0, 1):
+            xi, yi = x0 + dx, y0 + dy
+            inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+            # Outside corners read pixel 0 with weight 0 (zero padding without a padded copy).
+            index.append(torch.where(inside, first + yi * w + xi, 0))
+            weight.append((weights_y[dy] * weights_x[dx]).masked_fill_(~inside, 0.0))
+    rows = F.embedding_bag(torch.stack(index, -1).view(-1, 4), _flat_rows(features).contiguous(),
+                           per_sample_weights=torch.stack(weight, -1).view(-1, 4).to(features.dtype), mode="sum")
+    return rows.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
 def _halves(conv: nn.Conv2d) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``(weight, bias)`` of the first and second half of ``conv``'s output channels.
 
@@ -241,14 +273,12 @@ def _halves(conv: nn.Conv2d) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(w, b) for w, b in zip(conv.weight.chunk(2), conv.bias.chunk(2))]
 
 
-def _conv_then_depthwise(x: torch.Tensor, pointwise: nn.Conv2d, depthwise: nn.Conv2d, parts: int) -> list[torch.Tensor]:
-    """``depthwise(pointwise(x))`` (1x1 then depth-wise 3x3) as ``parts`` channel groups: each
-    output channel of the pair depends on its own channel only, so the groups are independent."""
-    out = []
-    for w, b, dw, db in zip(pointwise.weight.chunk(parts), pointwise.bias.chunk(parts),
-                            depthwise.weight.chunk(parts), depthwise.bias.chunk(parts)):
-        out.append(F.conv2d(_linear_onednn(x, w, b), dw, db, padding=1, groups=dw.shape[0]))
-    return out
+def _conv_then_depthwise(x: torch.Tensor, pointwise: nn.Conv2d, depthwise: nn.Conv2d, part: int, parts: int) -> torch.Tensor:
+    """Channel group ``part`` of ``parts`` of ``depthwise(pointwise(x))`` (1x1 then depth-wise
+    3x3): each output channel of the pair depends on its own channel only, so the groups can be
+    made one at a time (and freed one at a time)."""
+    w, b, dw, db = (t.chunk(parts)[part] for t in (pointwise.weight, pointwise.bias, depthwise.weight, depthwise.bias))
+    return F.conv2d(_linear_onednn(x, w, b), dw, db, padding=1, groups=dw.shape[0])
 
 
 def _conv3x3_onednn(x: torch.Tensor, conv: nn.Conv2d, gelu: bool = False, add: torch.Tensor | None = None) -> torch.Tensor:
@@ -431,11 +461,9 @@ class HFB(nn.Module):
         dim = x.shape[1]
         fx = self.conv_x(x)
         fg = self.conv_g(_resize(gbuffers, tuple(x.shape[-2:])))
-        x_gated = F.gelu(fg).mul_(fx)  # fx * gelu(fg)
-        g_gated = F.gelu(fx).mul_(fg)  # fg * gelu(fx)
         w_x, w_g = self.proj_out.weight.split(dim, dim=1)
-        out = _linear_onednn(x_gated, w_x, self.proj_out.bias, add=x)
-        _flat_rows(out).addmm_(_flat_rows(g_gated), w_g.flatten(1).t())
+        out = _linear_onednn(F.gelu(fg).mul_(fx), w_x, self.proj_out.bias, add=x)  # fx * gelu(fg)
+        _flat_rows(out).addmm_(_flat_rows(F.gelu(fx).mul_(fg)), w_g.flatten(1).t())  # fg * gelu(fx)
         return out
 
 
@@ -533,11 +561,11 @@ class CTR(nn.Module):
         if not bool(started.all()):  # (a CPU tensor: no device sync; skips a full-size select)
             previous = torch.where(started, previous, x)
             motion = torch.where(started, motion, torch.zeros_like(motion))
-        query, query_skip = _conv_then_depthwise(x, *self.to_q, parts=2)
-        warped = _same_layout(warp_previous(previous, motion), x)
-        keys_values = _conv_then_depthwise(warped, *self.to_kv, parts=4)
-        del warped
-        keys, values = keys_values[:2], keys_values[2:]
+        # Made in the order they are used and freed as soon as possible: at full resolution
+        # each map is tens of MB, and a lower peak keeps the heap from growing every frame.
+        warped = _warp_channels_last(previous, motion)
+        keys = [_conv_then_depthwise(warped, *self.to_kv, part, 4) for part in (0, 1)]
+        query = _conv_then_depthwise(x, *self.to_q, 0, 2)
         q_rows = _rows(query)
         cq, ck = dim // self.heads, 2 * dim // self.heads
         full = torch.cat([q_rows.transpose(1, 2) @ _rows(k) for k in keys], dim=2)  # = q^T [k1 k2]
@@ -546,13 +574,14 @@ class CTR(nn.Module):
         q_norm = _gram_diagonal(q_rows).sqrt().clamp_min(eps).view(b, self.heads, cq, 1)
         k_norm = torch.cat([_gram_diagonal(_rows(k)) for k in keys], dim=1).sqrt().clamp_min(eps)
         attention = torch.softmax(gram / (q_norm * k_norm.view(b, self.heads, 1, ck)), dim=-1)
-        del query, keys
+        del query, q_rows, keys
         w_out, w_skip, w_depth = self.proj_out.weight.flatten(1).split([dim, dim, 1], dim=1)
         w_value = torch.einsum("ohc,bhck->bohk", w_out.view(dim, self.heads, cq), attention).flatten(2)
-        out = _linear_onednn(query_skip, w_skip, self.proj_out.bias, add=x)
+        out = _linear_onednn(_conv_then_depthwise(x, *self.to_q, 1, 2), w_skip, self.proj_out.bias, add=x)
         out_rows = _rows(out)
-        for v, w_part in zip(values, w_value.split(dim, dim=2)):
-            out_rows.baddbmm_(_rows(v), w_part.transpose(1, 2))
+        for part, w_part in zip((2, 3), w_value.split(dim, dim=2)):
+            out_rows.baddbmm_(_rows(_conv_then_depthwise(warped, *self.to_kv, part, 4)), w_part.transpose(1, 2))
+        del warped
         out_rows.baddbmm_(_rows(depth), w_depth.t().expand(b, 1, dim))
         return out
 
