@@ -12,7 +12,7 @@ The minor page faults per frame are printed too: a CPU tensor over glibc's 32 MB
 is fresh, page-faulted memory every time, which is a large part of the deform form's time on a
 virtual machine (its deform_conv2d column buffers are hundreds of MB per layer).
 
-    .venv/bin/python benchmarks/models.py [--lr-size 270x480] [--frames 6] [--threads 1] [--models rdg-s,rdg]
+    .venv/bin/python benchmarks/models.py [--lr-size 270x480] [--frames 6] [--threads N] [--models rdg-s,rdg]
 
 Prints, per model: the median per-frame time of each form, the ratio fast / deform (target
 <= 0.5) and the largest absolute difference between their outputs over all frames (target
@@ -32,9 +32,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lr-size", default="270x480", help="LR HEIGHTxWIDTH (output is x4)")
     parser.add_argument("--frames", type=int, default=6, help="timed frames per form (after 1 warm-up frame)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1 is steadiest on a shared machine: with 2 threads on a busy "
-                             "2-core box every parallel region waits for a descheduled thread)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (default: every core, as a user runs inference; 1 is steadier on "
+                             "a shared machine, where a descheduled thread stalls each parallel region)")
     parser.add_argument("--models", default="rdg-s,rdg")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -43,7 +43,8 @@ def main() -> None:
 
     from gbuf.train import bench, models
 
-    torch.set_num_threads(args.threads)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     lr_size = bench.parse_size(args.lr_size)
     device = bench.resolve_device(args.device)
     print(f"device {device}, {torch.get_num_threads()} threads, LR {lr_size[0]}x{lr_size[1]} -> "
