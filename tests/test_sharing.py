@@ -1,7 +1,8 @@
 """push / pull / card / remote reading against real servers on loopback.
 
-An S3 server (moto's standalone server, with IAM credential checking switched on)
-and a plain ``http.server`` are started by the tests and stopped after.
+An S3 server (moto's standalone server, with IAM credential checking switched on;
+the ``s3`` fixture in conftest.py) and a plain ``http.server`` are started by the
+tests and stopped after.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import logging
 import re
 import threading
 from pathlib import Path
@@ -25,42 +25,9 @@ from gbuf.datasets.synthetic import make_synthetic_store
 from gbuf.errors import GbufError
 
 pytest.importorskip("s3fs", reason="gbuf[share] not installed (s3fs)")
-moto_server = pytest.importorskip("moto.server", reason="gbuf[share] not installed (moto[server])")
+pytest.importorskip("moto.server", reason="gbuf[share] not installed (moto[server])")
 
-BUCKET = "gbuf-data"
-
-
-@pytest.fixture(scope="module")
-def s3():
-    """A moto S3 server on 127.0.0.1 that checks credentials; yields good storage options."""
-    import boto3
-    from moto import settings
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    saved = settings.INITIAL_NO_AUTH_ACTION_COUNT
-    try:
-        # Bootstrap a user with a key without auth, then switch credential checking on.
-        settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
-        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
-                           aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
-        iam.create_user(UserName="gbuf")
-        policy = iam.create_policy(PolicyName="gbuf-all", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
-        iam.attach_user_policy(UserName="gbuf", PolicyArn=policy["Policy"]["Arn"])
-        key = iam.create_access_key(UserName="gbuf")["AccessKey"]
-        settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
-        good = {"endpoint_url": endpoint, "key": key["AccessKeyId"], "secret": key["SecretAccessKey"],
-                "skip_instance_cache": True}
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=good["key"],
-                     aws_secret_access_key=good["secret"]).create_bucket(Bucket=BUCKET)
-        yield good
-    finally:
-        settings.INITIAL_NO_AUTH_ACTION_COUNT = saved
-        server.stop()
+BUCKET = "gbuf-data"  # made by the s3 fixture (conftest.py)
 
 
 def s3fs_for(options):
