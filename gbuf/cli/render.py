@@ -31,7 +31,10 @@ def _frames(text: str | None) -> tuple[int, int] | None:
 
 @click.command()
 @click.argument("scenes", nargs=-1, metavar="[SCENE.blend]...")
-@click.option("-o", "--output", required=True, metavar="DATA.zarr", help="The gbuf store to write (created or resumed).")
+@click.option("-o", "--output", required=True, metavar="DATA.zarr|URL",
+              help="The gbuf store to write (created or resumed): a local path, or an fsspec URL "
+                   "(s3://, gs://, az://, ...), rendered into a local working store and pushed there when "
+                   "complete (credentials as for `gbuf dataset push`: GBUF_STORAGE_OPTIONS).")
 @click.option("--resolution", default="1920x1080", show_default=True, metavar="WxH", help="HR size.")
 @click.option("--scale", default=4, show_default=True, type=int, help="LR = HR / scale.")
 @click.option("--frames", metavar="A:B", help="Blender frames A to B, inclusive (default: the scene's range).")
@@ -58,11 +61,21 @@ def _frames(text: str | None) -> tuple[int, int] | None:
               help="Render every scene as one Ray job, one task per block (no ADDRESS: a local Ray; "
                    "put --ray last or write --ray=ADDRESS).")
 @click.option("--retries", default=2, show_default=True, type=int, help="With --ray: retries of a failed block task.")
+@click.option("--work-dir", metavar="DIR",
+              help="With -o URL: the local working store (default: $GBUF_CACHE_DIR/render/<hash of URL>/<name>, "
+                   "else ~/.cache/gbuf/render/...); kept across runs, so a rerun resumes there.")
+@click.option("--keep-work/--no-keep-work", default=True, show_default=True,
+              help="With -o URL: keep the working store after the push (the resume point), or read back "
+                   "and check what the push sent, then delete the working store.")
 def render(scenes, output, resolution, scale, frames, samples, denoise, lr_mode, device, passes, seed, sequence,
-           overwrite, allow_scripts, quiet, frames_per_shard, plan, block, blocks_of, ray_address, retries) -> None:
+           overwrite, allow_scripts, quiet, frames_per_shard, plan, block, blocks_of, ray_address, retries,
+           work_dir, keep_work) -> None:
     """Render SCENE.blend files (default: the built-in default recipe) into HR/LR G-buffer sequences."""
-    from gbuf.render import render as run
+    from gbuf.datasets.remote_store import is_url
 
+    url = output if is_url(output) else None
+    if url is None and (work_dir is not None or not keep_work):
+        raise GbufError("render: --work-dir and --no-keep-work are for -o URL (a local -o is the store itself)")
     if ray_address is not None:
         _render_on_ray(scenes, output, ray_address, blocks_of, retries, quiet, locals())
         return
@@ -71,15 +84,76 @@ def render(scenes, output, resolution, scale, frames, samples, denoise, lr_mode,
     if overwrite and (block is not None or plan):
         raise GbufError("render: --overwrite with --block/--plan would discard other blocks' frames; "
                         "remove the sequence first")
+    work = None
+    if url is not None:
+        from gbuf.render.blocks import check_destination, work_store_for
+
+        work = work_store_for(url, work_dir)
+        if block is None and not plan:  # block tasks never push: they need no access to the URL
+            check_destination(url, work)
+        output = str(work)
+    try:
+        results = _render_each(scenes, output, resolution, scale, frames, samples, denoise, lr_mode, device,
+                               passes, seed, sequence, overwrite, allow_scripts, quiet, frames_per_shard, plan,
+                               block, blocks_of)
+    except GbufError as err:
+        if url is None:
+            raise
+        from gbuf.render.blocks import unpublished_note
+
+        raise GbufError(f"{err} ({unpublished_note(url, work)})") from None
+    except BaseException:
+        if url is not None:  # interrupted: say where the frames are
+            from gbuf.render.blocks import unpublished_note
+
+            click.echo(f"gbuf: {unpublished_note(url, work)}; rerun the same command to resume", err=True)
+        raise
+    if url is None:
+        return
+    if block is not None or plan:
+        what = f"block {block}" if block is not None else "the plan"
+        names = ", ".join(r.sequence for r in results)
+        click.echo(f"note: {what} of {names} is in the working store {work}; --block/--plan push nothing: once "
+                   f"every block is done, `gbuf render ... -o {url} --work-dir {work}` (same options) or "
+                   f"`gbuf dataset push {work} {url}` publishes it", err=True)
+        return
+    _publish(work, url, keep_work, quiet)
+
+
+def _render_each(scenes, output, resolution, scale, frames, samples, denoise, lr_mode, device, passes, seed,
+                 sequence, overwrite, allow_scripts, quiet, frames_per_shard, plan, block, blocks_of) -> list:
+    from gbuf.render import render as run
+
+    results = []
     for scene in scenes or (None,):
         result = run(scene, output, resolution=_resolution(resolution), scale=scale, frames=_frames(frames),
                      samples=samples, denoise=denoise, lr_mode=lr_mode, device=device.lower(), passes=passes,
                      seed=seed, sequence=sequence, overwrite=overwrite, allow_scripts=allow_scripts,
                      quiet=quiet, frames_per_shard=frames_per_shard, block=block, blocks_of=blocks_of, plan=plan)
+        results.append(result)
         if plan:
             _echo_plan(result, blocks_of)
             continue
         _echo_result(result, quiet)
+    return results
+
+
+def _publish(work, url, keep_work, quiet) -> None:
+    from gbuf.render.blocks import publish
+
+    r = publish(work, url, keep_work=keep_work, progress=not quiet)
+    _echo_push(r, work, url, quiet)
+
+
+def _echo_push(r: dict, work, url: str, quiet: bool) -> None:
+    from gbuf.datasets.summary import human_bytes
+
+    # Always printed (also with --quiet): the last line says what reached the URL.
+    kept = (f"working store {work} removed (what was sent read back and checked)" if r.get("work_removed")
+            else f"working store {work} kept")
+    click.echo(f"pushed {url}: {r['sent_files']} file(s), {human_bytes(r['sent_bytes'])} sent, "
+               f"{r['skipped_files']} already there; {r['files']} file(s), {human_bytes(r['total_bytes'])} "
+               f"in all; {kept}")
 
 
 def _echo_plan(result, blocks_of) -> None:
@@ -112,10 +186,13 @@ def _render_on_ray(scenes, output, address, blocks_of, retries, quiet, opts) -> 
         forwarded.append("--allow-scripts")
     result = render_on_ray(list(scenes), output, address=address or None, render_options=forwarded,
                            blocks_of=blocks_of, max_retries=retries,
-                           echo=None if quiet else (lambda msg: click.echo(msg, err=True)))
-    click.echo(f"{result.output}: {', '.join(result.sequences)}: {result.blocks_run} block task(s) run, "
-               f"{result.blocks_skipped} already complete, {result.verified_frames} frames verified, "
+                           echo=None if quiet else (lambda msg: click.echo(msg, err=True)),
+                           work_dir=opts["work_dir"], keep_work=opts["keep_work"], progress=not quiet)
+    click.echo(f"{result.work_store or result.output}: {', '.join(result.sequences)}: {result.blocks_run} block "
+               f"task(s) run, {result.blocks_skipped} already complete, {result.verified_frames} frames verified, "
                f"{result.seconds:.1f} s")
+    if result.published is not None:
+        _echo_push(result.published, result.work_store, result.output, quiet)
 
 
 def _echo_result(result, quiet) -> None:

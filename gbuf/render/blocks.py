@@ -16,13 +16,23 @@ The pattern (docs/scaling.md):
 
 ``render_on_ray`` drives this on a Ray cluster (or a local Ray instance); the same
 ``--block K`` call is the unit of work for Slurm arrays or Kubernetes indexed jobs.
+
+Rendering to a URL (``s3://``, ``gs://``, ``az://``, ...): frames are written into a
+local *working store* (``work_store_for``), which is published to the URL with the
+verified, incremental ``gbuf.datasets.sharing.push`` once the whole render is
+complete (``publish``). The destination is checked before anything is rendered
+(``check_destination``). The working store persists, so an interrupted render
+resumes there and the rerun's push sends only what the destination lacks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -99,6 +109,9 @@ class RayRenderResult:
     blocks_skipped: int
     seconds: float
     verified_frames: int
+    #: With a URL as output: the local working store, and ``sharing.push``'s counts.
+    work_store: str | None = None
+    published: dict | None = None
 
 
 def _gbuf_command(scene: str | None, output: str, options: list[str], extra: list[str]) -> list[str]:
@@ -150,7 +163,8 @@ def _plan_task(command: list[str]) -> tuple[int, str]:
 def render_on_ray(scenes: list[str | None], output: str, *, address: str | None = None,
                   render_options: list[str] | None = None, blocks_of: int | None = None,
                   max_retries: int = 2, local_cpus: int = 2, verify: bool = True,
-                  echo=None) -> RayRenderResult:
+                  echo=None, work_dir=None, keep_work: bool = True, storage_options: dict | None = None,
+                  progress: bool = False) -> RayRenderResult:
     """Render ``scenes`` into ``output`` as one Ray job: one task per (sequence, block).
 
     ``render_options``: ``gbuf render`` options shared by every call (resolution,
@@ -158,7 +172,42 @@ def render_on_ray(scenes: list[str | None], output: str, *, address: str | None 
     ``HOST:PORT``); ``None`` starts a local instance with ``local_cpus`` CPUs and
     stops it after. Blocks already complete are skipped; a task whose process fails
     is retried up to ``max_retries`` times; bad input fails the job at once.
+
+    ``output`` may be a URL: the tasks write the working store (``work_dir``, default
+    ``work_store_for(output)``; on a multi-node cluster it must be on storage every
+    node mounts), and the driver pushes it to the URL once, after consolidation and
+    verification (``publish``; ``keep_work``, ``storage_options``, ``progress``).
+    The destination is checked before Ray starts.
     """
+    from gbuf.datasets import remote_store
+
+    if not remote_store.is_url(str(output)):
+        if work_dir is not None or not keep_work:
+            raise GbufError(f"{output}: a working store (work_dir/keep_work) is only for a URL as output")
+        return _render_on_ray(scenes, output, address=address, render_options=render_options,
+                              blocks_of=blocks_of, max_retries=max_retries, local_cpus=local_cpus,
+                              verify=verify, echo=echo)
+    url = str(output)
+    work = work_store_for(url, work_dir)
+    check_destination(url, work, storage_options)
+    if address is not None and work_dir is None and echo is not None:
+        echo(f"working store {work}: on a cluster of several nodes it must be on storage every node mounts "
+             f"(--work-dir)")
+    try:
+        result = _render_on_ray(scenes, str(work), address=address, render_options=render_options,
+                                blocks_of=blocks_of, max_retries=max_retries, local_cpus=local_cpus,
+                                verify=True, echo=echo)
+    except GbufError as err:
+        raise GbufError(f"{err} ({unpublished_note(url, work)})") from None
+    result.published = publish(work, url, keep_work=keep_work, storage_options=storage_options,
+                               progress=progress)
+    result.output, result.work_store = url, str(work)
+    return result
+
+
+def _render_on_ray(scenes: list[str | None], output: str, *, address: str | None, render_options,
+                   blocks_of: int | None, max_retries: int, local_cpus: int, verify: bool,
+                   echo) -> RayRenderResult:
     try:
         import ray
     except ImportError:
@@ -168,8 +217,8 @@ def render_on_ray(scenes: list[str | None], output: str, *, address: str | None 
     echo = echo or (lambda _msg: None)
     if "://" in str(output):
         # Block writers stage frames and markers next to the arrays, on a filesystem.
-        raise GbufError(f"{output}: render --ray writes to a directory every node mounts (NFS, Lustre, ...); "
-                        f"render there, then `gbuf dataset push` it to the URL")
+        raise GbufError(f"{output}: render --ray writes to a directory every node mounts (NFS, Lustre, ...) "
+                        f"or to an s3://, gs://, az://... URL (through a working store)")
     output = str(Path(output).resolve())
     options = list(render_options or [])
     started = time.perf_counter()
@@ -252,3 +301,105 @@ def render_on_ray(scenes: list[str | None], output: str, *, address: str | None 
     return RayRenderResult(output=output, sequences=sequences, blocks_total=total, blocks_run=len(futures),
                            blocks_skipped=skipped, seconds=time.perf_counter() - started,
                            verified_frames=checked)
+
+
+# ------------------------------------------------------------------------------ rendering to a URL
+
+
+def work_store_for(url: str, work_dir=None) -> Path:
+    """The local working store a render to ``url`` writes, to be pushed there when complete.
+
+    ``work_dir`` if given; else ``$GBUF_CACHE_DIR/render/<key>/<name>``, or
+    ``${XDG_CACHE_HOME:-~/.cache}/gbuf/render/<key>/<name>`` without it, where
+    ``<key>`` is the first 16 hex digits of the SHA-256 of the URL (without a trailing
+    ``/``) and ``<name>`` the URL's last path component (so the dataset card names it).
+    """
+    if work_dir is not None and str(work_dir).strip():
+        return Path(work_dir).expanduser().resolve()
+    from gbuf.datasets import remote_store
+
+    base = remote_store.cache_dir_for(None)
+    if base is None:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gbuf"
+    text = str(url).rstrip("/")
+    key = hashlib.sha256(text.encode()).hexdigest()[:16]
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", text.rsplit("/", 1)[-1]).lstrip(".") or "data"
+    return (base / "render" / key / name).expanduser().resolve()
+
+
+def check_destination(url: str, work: Path, storage_options: dict | None = None) -> None:
+    """Refuse, before anything is rendered, a destination the final push would refuse or cannot reach.
+
+    Reads the destination's manifest and push journal as push does (so wrong
+    credentials or an unreachable endpoint give push's one-line error); without
+    either, lists it once: it must be empty (and its bucket must exist). A
+    destination holding a gbuf dataset must be the working store's own dataset.
+    """
+    from gbuf.datasets import remote_store, sharing
+
+    if str(url).split("://")[0].lower() in ("http", "https"):
+        raise GbufError(f"{url}: http(s) is read-only; render to s3://, gs://, az:// or a folder, and serve that")
+    work = Path(work)
+    fs, root = remote_store.filesystem(url, storage_options)
+    with sharing._remote_errors(url, "reading the destination"):
+        marks = [sharing._read_json(fs, sharing._join(root, name), url)
+                 for name in (sharing.MANIFEST, sharing.JOURNAL)]
+        ids = {m.get("dataset_id") for m in marks if isinstance(m, dict)} - {None}
+        if not ids:
+            try:
+                entries = fs.ls(root, detail=False)
+            except FileNotFoundError:
+                entries = []
+            if entries:
+                raise GbufError(f"{url}: not empty and not a gbuf push destination; render to another URL "
+                                f"(or render with --work-dir DIR and `gbuf dataset push --force DIR {url}`)")
+            bucket = root.strip("/").split("/")[0]
+            if sharing._is_object_store(fs) and bucket:
+                try:
+                    fs.info(bucket)
+                except FileNotFoundError:
+                    raise GbufError(f"{url}: bucket {bucket!r} does not exist (create it first)") from None
+        with contextlib.suppress(Exception):
+            fs.invalidate_cache(root)  # push lists the destination afresh, maybe hours later
+    if not ids:
+        return
+    shown = ", ".join(sorted(map(str, ids)))
+    if not (work / "zarr.json").is_file():
+        raise GbufError(f"{url}: already holds a gbuf dataset (id {shown}) that the working store {work} does "
+                        f"not have; to add to it, `gbuf dataset pull {url} {work}` first (or give its working "
+                        f"store with --work-dir), else render to another URL")
+    work_id = sharing._dataset_id(work, sharing._root_attrs(work))
+    if work_id not in ids:
+        raise GbufError(f"{url}: holds another dataset (id {shown}) than the working store {work} "
+                        f"(id {work_id}); render to another URL or use that dataset's working store")
+
+
+def unpublished_note(url: str, work) -> str:
+    return f"nothing pushed to {url}; the working store is {work}"
+
+
+def publish(work, url: str, *, keep_work: bool = True, storage_options: dict | None = None,
+            progress: bool = False, jobs: int = 8) -> dict:
+    """Push the complete working store ``work`` to ``url`` (incremental, verified); returns push's counts.
+
+    ``keep_work=False`` reads every object this push sends back and compares its
+    SHA-256 (``readback``; objects already there were checked when they were sent),
+    then deletes the working store: the local copy goes only once the push is checked.
+    """
+    from gbuf.datasets import sharing
+
+    work = Path(work)
+    try:
+        result = sharing.push(work, url, jobs=jobs, storage_options=storage_options, progress=progress,
+                              readback=not keep_work)
+    except GbufError as err:
+        raise GbufError(f"{err} (the working store {work} is kept; fix this and rerun, or "
+                        f"`gbuf dataset push {work} {url}`)") from None
+    result["work_removed"] = False
+    if not keep_work:
+        shutil.rmtree(work)
+        result["work_removed"] = True
+        if work == work_store_for(url):
+            with contextlib.suppress(OSError):
+                work.parent.rmdir()  # the default working store's <key> folder, when empty
+    return result
