@@ -219,6 +219,40 @@ def test_sigkill_then_restart_equals_an_uninterrupted_render(tmp_path, card_blen
         assert np.array_equal(a[key], b[key]), f"{key} differs between resumed and uninterrupted renders"
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_after_a_complete_frame_and_the_rerun_finishes(tmp_path, card_blend):
+    """SIGINT must stop the render (Blender would otherwise swallow it inside Cycles' Python and
+    carry on), keep every complete frame, exit with one clear line, and resume on rerun."""
+    out = tmp_path / "interrupted.zarr"
+    args = ["render", card_blend, "--resolution", "64x32", "--samples", "256", "--no-denoise",
+            "--frames", "1:12", "--seed", "7"]
+    proc = subprocess.Popen([sys.executable, "-m", "gbuf", *map(str, args), "-o", str(out), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            done = gd.open(out)["card"]["lr"].num_frames
+        except Exception:  # noqa: BLE001  (the store is being created)
+            done = 0
+        if done >= 2:
+            os.kill(proc.pid, signal.SIGINT)
+            break
+        time.sleep(0.01)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2, f"the render did not stop on SIGINT (rc {proc.returncode}): {stderr}"
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "interrupted" in lines[0] and "rerun the same command" in lines[0], stderr
+    stored = gd.open(out)["card"]["lr"].num_frames
+    assert 2 <= stored < 12
+    assert f"resume at frame {stored}" in lines[0]
+
+    resumed = _gbuf(*args, "-o", out, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    report = gd.verify(out)
+    assert report.ok, report.problems
+    assert gd.open(out)["card"]["lr"].num_frames == 12
+
+
 # -------------------------------------------------------------------------------- passes, recipe
 
 

@@ -15,8 +15,10 @@ import contextlib
 import dataclasses
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -204,13 +206,18 @@ def _render_blend(source: dict, output: str, settings: RenderSettings, frames, s
         if first < stop:
             frame_renderer.set_previous(start + first - 1)
         pending = None
-        for t in range(first, stop):
-            rendered = frame_renderer.render(start + t, None if jitter is None else jitter[t], slot=t % 2)
+        with _stop_between_frames(console) as stop_requested:
+            for t in range(first, stop):
+                rendered = frame_renderer.render(start + t, None if jitter is None else jitter[t], slot=t % 2)
+                if pending is not None:
+                    pending.result()          # frame t-1 is in the store (or its error is raised here)
+                pending = worker.submit(finish, rendered)
+                if stop_requested() and t + 1 < stop:
+                    pending.result()
+                    raise GbufError(f"{where}: interrupted; frames {first}-{t} of {name} were rendered and "
+                                    f"stored; rerun the same command to resume at frame {t + 1}")
             if pending is not None:
-                pending.result()          # frame t-1 is in the store (or its error is raised here)
-            pending = worker.submit(finish, rendered)
-        if pending is not None:
-            pending.result()
+                pending.result()
     return RenderResult(output=output, sequence=name, num_frames=num_frames, rendered=stop - first,
                         resumed_from=first, seconds=0.0)
 
@@ -288,6 +295,38 @@ class _FrameRenderer:
                                             cameras=cameras,
                                             where=f"{self.where}: frame {rendered.frame} ({group})")
         return out[fmt.HR], out[fmt.LR]
+
+
+@contextlib.contextmanager
+def _stop_between_frames(console=None):
+    """Ctrl-C (SIGINT) stops the render after the frame in progress is stored.
+
+    Python's own handler would raise KeyboardInterrupt inside the Cycles add-on's Python
+    ``render()``, where Blender catches and logs it and abandons that frame's image: the loop
+    would go on (and a half-rendered frame could be stored). This handler only takes note; the
+    loop stops after the frame is complete. A second Ctrl-C ends the process at once, which
+    loses at most the frames not yet stored (the writer resumes after a kill).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    requested = []
+
+    def handler(signum, frame):
+        if requested:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+            return
+        requested.append(True)
+        if console is not None:  # (the real stderr: Blender's output is redirected to a log meanwhile)
+            print("\ngbuf render: stopping after the current frame (Ctrl-C again to stop now)", file=console,
+                  flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(requested)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def render_still(scene, path: Path, *, where: str) -> None:
