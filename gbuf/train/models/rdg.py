@@ -405,9 +405,12 @@ class DFM(nn.Module):
         # as separate dim-channel maps (see ``_halves``).
         even = F.conv2d(x, depthwise.weight[0::2], depthwise.bias[0::2], padding=1, groups=dim)
         odd = F.conv2d(x, depthwise.weight[1::2], depthwise.bias[1::2], padding=1, groups=dim)
-        gate, context = (_linear_onednn(even, w[:, 0::2], b) for w, b in _halves(pointwise))
-        for out, (w, _) in zip((gate, context), _halves(pointwise)):
-            _flat_rows(out).addmm_(_flat_rows(odd), w[:, 1::2].flatten(1).t())
+        halves = []
+        for w, b in _halves(pointwise):
+            half = _linear_onednn(even, w[:, 0::2], b)
+            _flat_rows(half).addmm_(_flat_rows(odd), w[:, 1::2].flatten(1).t())
+            halves.append(half)
+        gate, context = halves
         del even, odd
         context = _linear_onednn(self.mlp_h.shift(context), self.mlp_h.weight, self.mlp_h.bias)
         # merge([x, mlp_w(context)]) with mlp_w's 1x1 conv folded in, as two accumulated matmuls.
@@ -555,7 +558,7 @@ class CTR(nn.Module):
         keys and of the values, are made separately (1x1 conv then depth-wise 3x3, both
         per-channel separable), and the output projection accumulates its value, skip and depth
         terms in one buffer that starts as ``skip projection + bias + x``."""
-        b, dim, h, w = x.shape
+        b, dim = x.shape[:2]
         depth, motion = self._level_guides(x, depth, motion)
         started = started > 0.5
         if not bool(started.all()):  # (a CPU tensor: no device sync; skips a full-size select)
