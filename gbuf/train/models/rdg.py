@@ -515,6 +515,27 @@ class CTR(nn.Module):
         out = (attention @ value).reshape(b, -1, h, w)
         return self.proj_out(torch.cat([out, query_skip, depth], dim=1))
 
+    def _value_weight(self, q_rows: torch.Tensor, k_parts: list[torch.Tensor]) -> torch.Tensor:
+        """``W_out`` times the block-diagonal channel attention: ``(B, dim, heads * c_k)``, the
+        output projection's weight for the value channels (``forward_fast`` explains the fold).
+
+        ``q_rows``: queries as pixel rows ``(B, HW, C_q)``; ``k_parts``: the keys as pixel rows,
+        whole or split along channels (their concatenation is the key)."""
+        b, dim = q_rows.shape[0], self.proj_out.weight.shape[0]
+        cq = q_rows.shape[-1] // self.heads
+        ck = sum(k.shape[-1] for k in k_parts) // self.heads
+        # One (C_q x HW) @ (HW x C_k) product, then its per-head diagonal blocks: the full
+        # product costs more flops but runs several times faster than one strided bmm per head.
+        full = torch.cat([q_rows.transpose(1, 2) @ k for k in k_parts], dim=2)
+        gram = torch.stack([full[:, i * cq:(i + 1) * cq, i * ck:(i + 1) * ck] for i in range(self.heads)], dim=1)
+        eps = 1e-12  # F.normalize's
+        # Squared norms over the pixels as Gram diagonals: a strided norm reduction is slower.
+        q_norm = _gram_diagonal(q_rows).sqrt().clamp_min(eps).view(b, self.heads, cq, 1)
+        k_norm = torch.cat([_gram_diagonal(k) for k in k_parts], dim=1).sqrt().clamp_min(eps)
+        attention = torch.softmax(gram / (q_norm * k_norm.view(b, self.heads, 1, ck)), dim=-1)  # (B, heads, cq, ck)
+        w_out = self.proj_out.weight.flatten(1)[:, :dim]
+        return torch.einsum("ohc,bhck->bohk", w_out.view(dim, self.heads, cq), attention).flatten(2)
+
     def forward_fast(self, x, depth, previous, motion, started):
         """The same function with fewer passes over the image.
 
@@ -533,20 +554,8 @@ class CTR(nn.Module):
         # grid_sample returns NCHW whatever its input; keep the convs that follow channels-last.
         warped = _same_layout(warp_previous(previous, motion), x)
         key, value = self.to_kv[1](_pointwise(warped, self.to_kv[0].weight, self.to_kv[0].bias)).chunk(2, dim=1)
-        q_rows, k_rows = _rows(query), _rows(key)  # (B, HW, C)
-        cq, ck = q_rows.shape[-1] // self.heads, k_rows.shape[-1] // self.heads
-        # One (C_q x HW) @ (HW x C_k) product, then its per-head diagonal blocks: the full
-        # product costs more flops but runs several times faster than one strided bmm per head.
-        full = q_rows.transpose(1, 2) @ k_rows
-        gram = torch.stack([full[:, i * cq:(i + 1) * cq, i * ck:(i + 1) * ck] for i in range(self.heads)], dim=1)
-        eps = 1e-12  # F.normalize's
-        # Squared norms over the pixels as Gram diagonals: a strided norm reduction is slower.
-        q_norm = _gram_diagonal(q_rows).sqrt().clamp_min(eps).view(b, self.heads, cq, 1)
-        k_norm = _gram_diagonal(k_rows).sqrt().clamp_min(eps).view(b, self.heads, 1, ck)
-        attention = torch.softmax(gram / (q_norm * k_norm), dim=-1)  # (B, heads, cq, ck)
-        w_out, w_rest = self.proj_out.weight.flatten(1).split([dim, dim + 1], dim=1)
-        # W_out (dim x heads*cq) times the block-diagonal attention -> (B, dim, heads*ck).
-        w_value = torch.einsum("ohc,bhck->bohk", w_out.view(dim, self.heads, cq), attention).flatten(2)
+        w_value = self._value_weight(_rows(query), [_rows(key)])
+        w_rest = self.proj_out.weight.flatten(1)[:, dim:]
         weight = torch.cat([w_value, w_rest.expand(b, -1, -1)], dim=2)  # (B, dim, 2dim + dim + 1)
         inputs = _rows(torch.cat([value, query_skip, depth], dim=1))
         out = torch.baddbmm(self.proj_out.bias.view(1, 1, dim), inputs, weight.transpose(1, 2))
@@ -569,17 +578,9 @@ class CTR(nn.Module):
         warped = _warp_channels_last(previous, motion)
         keys = [_conv_then_depthwise(warped, *self.to_kv, part, 4) for part in (0, 1)]
         query = _conv_then_depthwise(x, *self.to_q, 0, 2)
-        q_rows = _rows(query)
-        cq, ck = dim // self.heads, 2 * dim // self.heads
-        full = torch.cat([q_rows.transpose(1, 2) @ _rows(k) for k in keys], dim=2)  # = q^T [k1 k2]
-        gram = torch.stack([full[:, i * cq:(i + 1) * cq, i * ck:(i + 1) * ck] for i in range(self.heads)], dim=1)
-        eps = 1e-12  # F.normalize's
-        q_norm = _gram_diagonal(q_rows).sqrt().clamp_min(eps).view(b, self.heads, cq, 1)
-        k_norm = torch.cat([_gram_diagonal(_rows(k)) for k in keys], dim=1).sqrt().clamp_min(eps)
-        attention = torch.softmax(gram / (q_norm * k_norm.view(b, self.heads, 1, ck)), dim=-1)
-        del query, q_rows, keys
-        w_out, w_skip, w_depth = self.proj_out.weight.flatten(1).split([dim, dim, 1], dim=1)
-        w_value = torch.einsum("ohc,bhck->bohk", w_out.view(dim, self.heads, cq), attention).flatten(2)
+        w_value = self._value_weight(_rows(query), [_rows(k) for k in keys])
+        del query, keys
+        w_skip, w_depth = self.proj_out.weight.flatten(1)[:, dim:].split([dim, 1], dim=1)
         out = _linear_onednn(_conv_then_depthwise(x, *self.to_q, 1, 2), w_skip, self.proj_out.bias, add=x)
         out_rows = _rows(out)
         for part, w_part in zip((2, 3), w_value.split(dim, dim=2)):
