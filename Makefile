@@ -1,9 +1,13 @@
 # Two commands do everything on a fresh machine:
 #   make demo   build the default procedural scene, render a short HR/LR sequence into a store, show it
 #   make test   run the test suite (what CI runs)
-# Each sets up .venv on first use (Python 3.11: bpy 5.0 needs it).
+# Each sets up .venv on first use with Python 3.13 (bpy 5.3 needs exactly 3.13).
 
-PYTHON ?= python3.11
+# The first Python 3.13 that runs: PYTHON=... if given, python3.13 on PATH, then pyenv's versions
+# folder (its bare shim refuses until pyenv selects 3.13, so the interpreter is called directly).
+PYENV_ROOT ?= $(HOME)/.pyenv
+PYTHON ?= $(firstword $(foreach p,python3.13 $(sort $(wildcard $(PYENV_ROOT)/versions/3.13*/bin/python3.13)),\
+            $(shell $(p) -c 'import sys; assert sys.version_info[:2] == (3, 13); print("$(p)")' 2>/dev/null)))
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -13,6 +17,7 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "gbuf needs Python 3.13 (bpy 5.3 requires it): install it, e.g. 'pyenv install 3.13', or run make PYTHON=/path/to/python3.13"; exit 2; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[all]'

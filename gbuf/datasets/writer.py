@@ -122,7 +122,9 @@ class SequenceWriter:
         resume: bool = True,
         frame_range: tuple[int, int] | None = None,
     ):
-        import zarr
+        from gbuf.datasets.zarr_backend import zarr as _zarr
+
+        zarr = _zarr()
 
         if "://" in str(store):
             # Shards are staged and renamed on a local file system; remote stores get data by push.
@@ -410,7 +412,9 @@ def consolidate(store: str | os.PathLike, sequence: str, resolution: str) -> boo
     Returns whether the group is complete. Safe to call again (for example by a
     driver after parallel block writers finish).
     """
-    import zarr
+    from gbuf.datasets.zarr_backend import zarr as _zarr
+
+    zarr = _zarr()
 
     path = Path(store)
     res = _store.open(path, mode="r")[sequence][resolution]

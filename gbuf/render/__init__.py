@@ -1,4 +1,4 @@
-"""Blender scenes -> HR/LR G-buffer sequences (the only package, with ``scenes/``, that uses bpy).
+"""Blender scenes -> HR/LR G-buffer sequences (the only package, with ``gbuf.scenes``, that uses bpy).
 
 ``render(scene, output, ...)`` is the library form of ``gbuf render``. Importing
 this package loads no bpy; the modules that need it import it when called:
@@ -10,7 +10,7 @@ this package loads no bpy; the modules that need it import it when called:
 * ``exr``: reading Blender's multilayer EXR with the OpenEXR package
 * ``convert``: Blender's passes -> gbuf buffers (the conventions, measured)
 * ``pipeline``: the render loop, resumable through ``gbuf.datasets.SequenceWriter``
-* ``recipes``: the procedural scene recipes (``scenes/``)
+* ``recipes``: the procedural scene recipes (``gbuf/scenes/``)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Blender's passes -> gbuf buffers (no bpy here).
 
-Facts measured on Blender 5.0.1 Cycles (``tests/test_render_conventions.py``
+Facts measured on Blender 5.0.1 and again on 5.3.0 Cycles (``tests/test_render_conventions.py``
 checks them on real renders):
 
 * ``Vector`` XY is the displacement of the surface seen at a pixel to where it

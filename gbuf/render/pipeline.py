@@ -135,16 +135,14 @@ def _render_blend(source: dict, output: str, settings: RenderSettings, frames, s
     num_frames = end - start + 1
     # Devices first: a missing GPU is an error before anything is written.
     passes.configure_scene(scene, settings)
-    if "motion" in settings.buffers and camera.data.type == "ORTHO":
-        # Measured on 5.0.1: Cycles projects the previous frame's position through a perspective
-        # camera even when the camera is orthographic, so Vector is wrong (off by tens of pixels).
-        raise GbufError(f"{where}: camera {camera.name!r} is orthographic; Cycles writes wrong motion "
-                        f"vectors for orthographic cameras, so use a perspective one or leave out 'motion'")
     if settings.lr_mode == "aliased":
         _check_shift_not_animated(camera, where)
     view_layer = bpy.context.view_layer
     passes.enable_passes(view_layer, passes.needed_layers(settings.buffers))
     extended = animation.extend_before(start)
+    if "motion" in settings.buffers and camera.data.type == "ORTHO":
+        # After extend_before: the key it adds at start - 1 is what Cycles reads for frame start.
+        _check_ortho_projection_still(scene, camera, start, end, where)
 
     name = sequence or _sequence_name(source)
     jitter = jitter_sequence(num_frames) if settings.lr_mode == "aliased" else None
@@ -359,6 +357,32 @@ def _jittered(camera, jitter, width: int, height: int):
         yield
     finally:
         data.shift_x, data.shift_y = base
+
+
+def _check_ortho_projection_still(scene, camera, start: int, end: int, where: str) -> None:
+    """Refuse an orthographic camera whose projection changes: Cycles' Vector pass ignores that.
+
+    Measured on 5.3.0 (tests/test_render_conventions.py): for an orthographic camera the Vector
+    pass is exact for objects moving in front of it and for the camera moving (trucking, rolling),
+    but an animated orthographic scale or lens shift leaves Vector at zero while the image zooms
+    or slides. (On 5.0.1 a moving orthographic camera was wrong too, by tens of pixels.) Both
+    neighbours of every rendered frame count, since Cycles reads them for the Vector pass.
+    """
+    def projection(frame: int):
+        scene.frame_set(frame)
+        data = camera.data
+        return round(data.ortho_scale, 9), round(data.shift_x, 9), round(data.shift_y, 9)
+
+    current = scene.frame_current
+    try:
+        first = projection(start - 1)
+        for frame in range(start, end + 2):
+            if projection(frame) != first:
+                raise GbufError(f"{where}: orthographic camera {camera.name!r} changes its orthographic scale "
+                                f"or lens shift (frame {frame}); Cycles leaves motion vectors at zero for that, "
+                                f"so keep them fixed, use a perspective camera, or leave out 'motion'")
+    finally:
+        scene.frame_set(current)
 
 
 def _check_shift_not_animated(camera, where: str) -> None:

@@ -1,4 +1,4 @@
-"""Find, describe and build the procedural scene recipes (``scenes/``, installed as ``gbuf.scenes``).
+"""Find, describe and build the procedural scene recipes (the ``gbuf.scenes`` package).
 
 Listing and describing read the recipe files' source (their ``DESCRIPTION``
 constant) without importing them, so ``gbuf scene list`` never loads ``bpy``.
