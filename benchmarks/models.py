@@ -4,9 +4,10 @@ The baseline is the official computation: CycleFC through ``torchvision.ops.defo
 constant offsets (``cyclefc="deform"``), every other layer as the official code runs it (NCHW,
 module by module). The fast form is gbuf's inference path: shift + 1x1 CycleFC, and on CPU
 channels-last memory with exact algebraic rewrites run through oneDNN's fused conv/matmul kernels
-(see ``gbuf.train.models.rdg``). Both models hold the same weights and stream the same frames
-(``step`` with the state carried, the real-time use) in one process, frame by frame alternately,
-so load changes on the machine hit both alike. Inference mode, as ``gbuf upscale`` runs.
+(``gbuf.train.models.rdg_onednn``; the rewrites themselves are in ``gbuf.train.models.rdg``). Both
+models hold the same weights and stream the same frames (``step`` with the state carried, the
+real-time use) in one process, frame by frame alternately, so load changes on the machine hit
+both alike. Inference mode, as ``gbuf upscale`` runs.
 
 The minor page faults per frame are printed too: a CPU tensor over glibc's 32 MB mmap ceiling
 is fresh, page-faulted memory every time, which is a large part of the deform form's time on a
@@ -40,12 +41,13 @@ def main() -> None:
 
     import torch
 
-    from gbuf.train import bench, models
+    from gbuf import runtime
+    from gbuf.train import bench, inference, models
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     lr_size = bench.parse_size(args.lr_size)
-    device = bench.resolve_device(args.device)
+    device = runtime.resolve_device(args.device)
     print(f"device {device}, {torch.get_num_threads()} threads, LR {lr_size[0]}x{lr_size[1]} -> "
           f"{lr_size[0] * 4}x{lr_size[1] * 4}, {args.frames} timed frames per form")
     for name in args.models.split(","):
@@ -54,7 +56,7 @@ def main() -> None:
         deform = models.create(name, cyclefc="deform").to(device).eval()
         deform.load_state_dict(fast.state_dict())
         forms = {"fast": fast, "deform": deform}
-        frames = [bench.example_frame(fast, lr_size, device, seed=t) for t in range(args.frames + 1)]
+        frames = [inference.example_frame(fast, lr_size, device, seed=t) for t in range(args.frames + 1)]
         states = {k: None for k in forms}
         times = {k: [] for k in forms}
         faults = {k: [] for k in forms}

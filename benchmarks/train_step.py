@@ -36,7 +36,8 @@ def bench(name: str, device: torch.device, amp: str, batch: int, frames: int, pa
           warmup: int) -> dict:
     from gbuf.train import models
     from gbuf.train.losses import LossWeights, rdg_loss
-    from gbuf.train.trainer import EMA, autocast, autocast_dtype, cosine_factor
+    from gbuf.runtime import autocast, autocast_dtype
+    from gbuf.train.trainer import EMA, cosine_factor
 
     torch.manual_seed(0)
     model = models.create(name).to(device).train()

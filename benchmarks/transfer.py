@@ -104,7 +104,7 @@ def main() -> None:
             lambda d: shutil.copytree(pushed, tmp / d), rm_local))
         t0 = time.perf_counter()
         again = sharing.push(src, str(pushed), jobs=args.jobs)
-        print(f"  re-push       {time.perf_counter() - t0:.3f} s, {again['sent_files']} file(s) sent")
+        print(f"  re-push       {time.perf_counter() - t0:.3f} s, {again.sent_files} file(s) sent")
 
         if args.no_s3:
             return
@@ -141,7 +141,7 @@ def main() -> None:
                 lambda d: fs.get("bench/published", str(tmp / d) + "/", recursive=True), rm_local))
             t0 = time.perf_counter()
             again = sharing.push(src, published, jobs=args.jobs, storage_options=opts)
-            print(f"  re-push       {time.perf_counter() - t0:.3f} s, {again['sent_files']} file(s) sent")
+            print(f"  re-push       {time.perf_counter() - t0:.3f} s, {again.sent_files} file(s) sent")
         finally:
             server.stop()
 

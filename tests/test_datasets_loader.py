@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import gbuf.datasets as gd
-from gbuf.datasets.loader import CropDataset, SequenceDataset, linear_to_srgb
+from gbuf.datasets.colour import srgb_encode
+from gbuf.datasets.loader import CropDataset, SequenceDataset
 from gbuf.datasets.writer import SequenceWriter
 from gbuf.errors import GbufError
 
@@ -33,7 +34,7 @@ def coord_store(tmp_path_factory):
 
 
 def test_crops_have_shapes_and_hr_is_pixel_aligned(coord_store):
-    ds = CropDataset(coord_store, frames=5, patch=8, lr_buffers=["image", "depth", "motion"],
+    ds = CropDataset(coord_store, frames=5, patch=32, lr_buffers=["image", "depth", "motion"],
                      hr_buffers=["image"], length=20, seed=3)
     for i in range(len(ds)):
         item = ds[i]
@@ -47,15 +48,15 @@ def test_crops_have_shapes_and_hr_is_pixel_aligned(coord_store):
 
 
 def test_crops_are_a_pure_function_of_seed_and_index(coord_store):
-    a = CropDataset(coord_store, frames=3, patch=8, lr_buffers=["image"], length=5, seed=7)
-    b = CropDataset(coord_store, frames=3, patch=8, lr_buffers=["image"], length=5, seed=7)
-    c = CropDataset(coord_store, frames=3, patch=8, lr_buffers=["image"], length=5, seed=8)
+    a = CropDataset(coord_store, frames=3, patch=32, lr_buffers=["image"], length=5, seed=7)
+    b = CropDataset(coord_store, frames=3, patch=32, lr_buffers=["image"], length=5, seed=7)
+    c = CropDataset(coord_store, frames=3, patch=32, lr_buffers=["image"], length=5, seed=8)
     assert [a.crop_at(i) for i in range(5)] == [b.crop_at(i) for i in range(5)]
     assert [a.crop_at(i) for i in range(5)] != [c.crop_at(i) for i in range(5)]
 
 
 def test_crops_work_in_spawned_workers(coord_store):
-    ds = CropDataset(coord_store, frames=3, patch=8, lr_buffers=["image"], length=4, seed=1)
+    ds = CropDataset(coord_store, frames=3, patch=32, lr_buffers=["image"], length=4, seed=1)
     loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, multiprocessing_context="spawn")
     batches = list(loader)
     assert len(batches) == 2 and batches[0]["image"].shape == (2, 3, 3, 8, 8)
@@ -66,12 +67,12 @@ def test_rdg_normalisation(coord_store, tmp_path):
     from gbuf.datasets.synthetic import make_synthetic_store
 
     path = make_synthetic_store(tmp_path / "s.zarr", frames=4)
-    ds = CropDataset(path, frames=2, patch=8, normalize="rdg", length=3)
+    ds = CropDataset(path, frames=2, patch=32, normalize="rdg", length=3)
     item = ds[0]
     name, t0, y0, x0 = ds.crop_at(0)
     raw = gd.open(path)[name]["lr"]
     img = raw.read("image", t=slice(t0, t0 + 2), y=slice(y0, y0 + 8), x=slice(x0, x0 + 8))
-    assert np.allclose(item["image"].numpy(), linear_to_srgb(img.astype(np.float32)).transpose(0, 3, 1, 2))
+    assert np.allclose(item["image"].numpy(), srgb_encode(img.astype(np.float32)).transpose(0, 3, 1, 2))
     nrm = raw.read("normal", t=slice(t0, t0 + 2), y=slice(y0, y0 + 8), x=slice(x0, x0 + 8))
     assert np.allclose(item["normal"].numpy(), ((nrm.astype(np.float32) + 1) / 2).transpose(0, 3, 1, 2))
     # depth: min-max of the whole frame, not of the crop
@@ -80,7 +81,7 @@ def test_rdg_normalisation(coord_store, tmp_path):
     expect = (crop - whole.min()) / (whole.max() - whole.min())
     assert np.allclose(item["depth"][0, 0].numpy(), expect[..., 0], atol=1e-6)
     # background depth (+inf) maps to the far end
-    cds = CropDataset(coord_store, frames=1, patch=16, lr_buffers=["depth"], hr_buffers=[], normalize="rdg",
+    cds = CropDataset(coord_store, frames=1, patch=64, lr_buffers=["depth"], hr_buffers=[], normalize="rdg",
                       length=1)
     assert float(cds[0]["depth"][0, 0, 0, 0]) == 1.0
 
@@ -97,4 +98,40 @@ def test_missing_buffers_and_short_sequences_are_named(coord_store):
     with pytest.raises(GbufError, match="brdf"):
         CropDataset(coord_store, lr_buffers=["image", "brdf"])
     with pytest.raises(GbufError, match="15 frames"):
-        CropDataset(coord_store, frames=15, patch=8, lr_buffers=["image"])
+        CropDataset(coord_store, frames=15, patch=32, lr_buffers=["image"])
+
+
+def test_patch_is_the_hr_side_and_must_divide_by_the_scale(coord_store):
+    # patch means the HR patch, as gbuf train --patch / data.patch: LR is patch / 4 here
+    item = CropDataset(coord_store, frames=2, patch=48, lr_buffers=["image"], length=1)[0]
+    assert item["hr_image"].shape[-2:] == (48, 48) and item["image"].shape[-2:] == (12, 12)
+    lr_only = CropDataset(coord_store, frames=2, patch=48, lr_buffers=["image"], hr_buffers=[], length=1)[0]
+    assert lr_only["image"].shape[-2:] == (12, 12) and "hr_image" not in lr_only
+    with pytest.raises(GbufError, match=r"patch 30 \(HR pixels\) is not a multiple of the group's scale 4") as err:
+        CropDataset(coord_store, frames=2, patch=30, lr_buffers=["image"])
+    assert "\n" not in str(err.value)
+    # too large for the LR group (16x24): the message gives the LR size it needed
+    with pytest.raises(GbufError, match=r"at least 20x20 \(HR patch 80\)"):
+        CropDataset(coord_store, frames=2, patch=80, lr_buffers=["image"])
+
+
+def test_readme_library_example_runs_on_a_store_shaped_like_the_demo(tmp_path, monkeypatch):
+    """The README's python block, as written, on a store of `make demo`'s shape (6 frames,
+    HR 320x180, LR x4 80x45, the rendered RDG buffers)."""
+    import re
+    from pathlib import Path
+
+    from gbuf.datasets.synthetic import make_synthetic_store
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert len(blocks) == 1, "the README has one python example"
+    monkeypatch.chdir(tmp_path)
+    make_synthetic_store(tmp_path / "demo" / "default.zarr", frames=6, height=180, width=320, scale=4)
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    # what its comments promise
+    assert namespace["depth"].shape == (6, 32, 32, 1)
+    item = namespace["item"]
+    assert item["image"].shape == (4, 3, 32, 32) and item["hr_image"].shape == (4, 3, 128, 128)
+    assert set(item) == {"image", "depth", "normal", "motion", "brdf", "hr_image"}

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from gbuf.datasets import colour
 from gbuf.datasets.degrade import config as C
 from gbuf.datasets.degrade import kernels as K
 from gbuf.datasets.degrade import realworld as R
@@ -114,7 +115,7 @@ def _j1(x):
     # periodic integrand converges exponentially.
     t = np.linspace(0.0, np.pi, 4001)
     vals = np.cos(t[None, :] - np.asarray(x, dtype=np.float64).reshape(-1, 1) * np.sin(t)[None, :])
-    return np.trapz(vals, t, axis=1).reshape(np.shape(x)) / np.pi
+    return np.trapezoid(vals, t, axis=1).reshape(np.shape(x)) / np.pi
 
 
 def test_realworld_kernels_match_their_definitions():
@@ -198,12 +199,12 @@ def test_video_compression_round_trip(codec):
 
 def test_srgb_transfer_round_trip():
     x = torch.linspace(0, 1, 1001, dtype=torch.float64)
-    assert torch.allclose(R.srgb_decode(R.srgb_encode(x)), x, atol=1e-12)
-    assert R.srgb_encode(torch.tensor(0.18, dtype=torch.float64)).item() == pytest.approx(0.4614, abs=1e-3)
+    assert torch.allclose(colour.srgb_decode(colour.srgb_encode(x)), x, atol=1e-12)
+    assert colour.srgb_encode(torch.tensor(0.18, dtype=torch.float64)).item() == pytest.approx(0.4614, abs=1e-3)
 
 
 def test_plan_rules_discrete_fixed_continuous_walk():
-    cfg = C.load()["realworld"]
+    cfg = C.load().realworld
     n = 30
     for seed in range(12):
         plan = R.sample_plan(cfg, n, R.clip_rng(seed, "clip"))
@@ -217,7 +218,7 @@ def test_plan_rules_discrete_fixed_continuous_walk():
                         v = np.array(blur[key])
                         assert len(v) == n and np.all(np.abs(np.diff(v)) <= step + 1e-12)
             r = plan[stage]["resize"]
-            lo, hi = cfg[stage]["resize"]["range"]
+            lo, hi = getattr(cfg, stage).resize.range
             assert r["direction"] in ("up", "down", "keep") and r["mode"] in ("area", "bilinear", "bicubic")
             assert len(r["factor"]) == n and min(r["factor"]) >= lo and max(r["factor"]) <= hi
             q = plan[stage]["jpeg"]["quality"]
@@ -229,7 +230,7 @@ def test_plan_rules_discrete_fixed_continuous_walk():
 
 
 def test_realworld_clip_is_deterministic_and_sized():
-    cfg = C.load()["realworld"]
+    cfg = C.load().realworld
     frames = [np.random.default_rng(t).random((72, 96, 3)).astype(np.float32) for t in range(4)]
     outs = []
     for seed in (5, 5, 6):
@@ -246,15 +247,37 @@ def test_config_files_override_and_reject_unknown_keys(tmp_path):
     toml = tmp_path / "c.toml"
     toml.write_text('[gaussian]\nvariant = "duf"\n[realworld.stage1.noise]\ngaussian_sigma = [1, 15]\n')
     cfg = C.load(toml)
-    assert cfg["gaussian"]["variant"] == "duf" and cfg["realworld"]["stage1"]["noise"]["gaussian_sigma"] == [1, 15]
-    assert cfg["realworld"]["stage2"]["noise"]["gaussian_sigma"] == [1.0, 25.0]
+    assert cfg.gaussian.variant == "duf" and cfg.realworld.stage1.noise.gaussian_sigma == [1, 15]
+    assert cfg.realworld.stage2.noise.gaussian_sigma == [1.0, 25.0]
     yaml = tmp_path / "c.yaml"
     yaml.write_text("realworld:\n  video:\n    enabled: false\n")
-    assert C.load(yaml)["realworld"]["video"]["enabled"] is False
+    assert C.load(yaml).realworld.video.enabled is False
     bad = tmp_path / "bad.toml"
     bad.write_text("[realworld.stage1.noise]\ngausian_sigma = [1, 2]\n")
-    with pytest.raises(GbufError, match="unknown setting 'realworld.stage1.noise.gausian_sigma'"):
+    with pytest.raises(GbufError, match=r"bad.toml: unknown option realworld.stage1.noise.gausian_sigma \(known"):
         C.load(bad)
+    bad.write_text('[realworld.video]\nenabled = "no"\n')
+    with pytest.raises(GbufError, match=r"bad.toml: realworld.video.enabled must be true or false, got 'no'"):
+        C.load(bad)
+    bad.write_text("[realworld.stage1.jpeg]\nquality = [30, 95.5]\n")
+    with pytest.raises(GbufError, match=r"bad.toml: realworld.stage1.jpeg.quality\[1\] must be an integer"):
+        C.load(bad)
+    bad.write_text('[realworld]\ntransfer = "log"\n')
+    with pytest.raises(GbufError, match=r"bad.toml: realworld.transfer must be one of srgb, linear, got 'log'"):
+        C.load(bad)
+    bad.write_text("realworld = 3\n")
+    with pytest.raises(GbufError, match=r"bad.toml: realworld must be a table"):
+        C.load(bad)
+    # Overrides by dotted name (--set and the CLI flags) land over the file; sections merge.
+    over = C.load(toml, {"gaussian.sigma": 2, "realworld.stage1.noise": {"gray_prob": 0.0}})
+    assert over.gaussian.sigma == 2.0 and isinstance(over.gaussian.sigma, float)
+    assert over.gaussian.variant == "duf" and over.realworld.stage1.noise.gray_prob == 0.0
+    assert over.realworld.stage1.noise.gaussian_sigma == [1, 15]
+    with pytest.raises(GbufError, match=r"options: unknown option gaussian.sigmaa"):
+        C.load(None, {"gaussian.sigmaa": 2})
+    # A DegradeConfig given to the library is used as the base and left unchanged.
+    base = C.DegradeConfig()
+    assert C.resolve(base, {"gbuffers.mode": "area"}).gbuffers.mode == "area" and base.gbuffers.mode == "point"
     codec = tmp_path / "codec.yaml"
     codec.write_text("realworld:\n  video:\n    codecs: [vp9]\n    codec_prob: [1.0]\n")
     with pytest.raises(GbufError, match="unknown video codec 'vp9'"):

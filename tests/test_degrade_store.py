@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import gbuf.datasets as gd
+from gbuf.datasets import colour
 from gbuf.datasets.degrade import config as C
 from gbuf.datasets.degrade import realworld as R
 from gbuf.datasets.degrade.api import degrade_folder, degrade_store
@@ -157,7 +158,7 @@ def test_realworld_is_deterministic_and_records_clip_draws(store):
     a, b, c = seq["lr_realworld_x4"], seq["rw_again"], seq["rw_other"]
     assert a.read("image").tobytes() == b.read("image").tobytes()
     assert a.read("image").tobytes() != c.read("image").tobytes()
-    plan = R.sample_plan(C.load()["realworld"], T, R.clip_rng(7, "seq_a"))
+    plan = R.sample_plan(C.load().realworld, T, R.clip_rng(7, "seq_a"))
     assert json.loads(json.dumps(plan)) == a.attrs["clip_draws"]
     assert a.attrs["seed"] == 7 and a.attrs["method"] == "realworld"
     assert a.attrs["method_params"]["settings"]["stage1"]["jpeg"]["quality"] == [30, 95]
@@ -167,7 +168,7 @@ def test_realworld_is_deterministic_and_records_clip_draws(store):
     assert img.shape == (T, 16, 24, 3) and np.isfinite(img).all() and img.min() >= 0 and img.max() <= 1.0
     # Linear store: degraded in sRGB-encoded 8-bit space, stored decoded back to linear, so every
     # stored value is the linear value of an 8-bit sRGB level (up to float16 rounding).
-    levels = R.srgb_encode(torch.from_numpy(img.astype(np.float64))).numpy() * 255
+    levels = colour.srgb_encode(torch.from_numpy(img.astype(np.float64))).numpy() * 255
     assert np.abs(levels - np.round(levels)).max() < 0.15
     assert a.attrs["method_params"]["settings"]["transfer"] == "srgb"
 
@@ -176,14 +177,14 @@ def test_realworld_transfer_and_white_level():
     from gbuf.datasets.degrade.api import _realworld_in, _realworld_out
 
     lin = np.array([[[0.0, 0.18, 0.5], [1.0, 2.0, 8.0]]], dtype=np.float32)
-    rw = {"transfer": "srgb", "white": 1.0}
+    rw = C.RealworldConfig(transfer="srgb", white=1.0)
     enc = _realworld_in(lin, "linear", rw)
     assert enc.max() == pytest.approx(1.0, abs=1e-6) and enc[0, 0, 1] == pytest.approx(0.4614, abs=1e-3)    # highlights clip
     assert np.allclose(_realworld_out(enc, "linear", rw), np.minimum(lin, 1.0), atol=1e-6)
-    rw4 = {"transfer": "srgb", "white": 4.0}
+    rw4 = C.RealworldConfig(transfer="srgb", white=4.0)
     back = _realworld_out(_realworld_in(lin, "linear", rw4), "linear", rw4)
     assert np.allclose(back, np.minimum(lin, 4.0), atol=1e-5)                   # headroom kept up to white
-    rwl = {"transfer": "linear", "white": 1.0}
+    rwl = C.RealworldConfig(transfer="linear", white=1.0)
     assert np.allclose(_realworld_in(lin, "linear", rwl), np.clip(lin, 0, 1))
     # an sRGB-encoded store is already display-referred: no conversion
     assert np.array_equal(_realworld_in(enc, "srgb", rw), enc)
@@ -257,6 +258,15 @@ def test_cli_store_and_errors(tmp_path):
     assert len(lines) == 1 and "already exists" in lines[0]
     none = run_gbuf("degrade", path)
     assert none.returncode == 2 and "--bicubic, --gaussian or --realworld" in none.stderr
+    # --set: any setting by its dotted name, type-checked; the flags apply over it
+    ok = run_gbuf("degrade", path, "--gaussian", "--set", "gaussian.variant=duf", "--set", "gaussian.sigma=1",
+                  "--sigma", "2", "--name", "bd_set", "--threads", "1")
+    assert ok.returncode == 0, ok.stderr
+    params = gd.open(path)["seq_a"]["bd_set"].attrs["method_params"]
+    assert (params["variant"], params["sigma"]) == ("duf", 2.0)
+    bad = run_gbuf("degrade", path, "--gaussian", "--set", "gaussian.sigma=wide", "--name", "bd_bad")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "gbuf: error: options: gaussian.sigma must be a number, got 'wide'"]
 
 
 # -- folders ----------------------------------------------------------------------------------
@@ -313,7 +323,7 @@ def test_folder_realworld_deterministic_and_bad_input(tmp_path):
         assert (a / f"{i:03d}.png").read_bytes() == (b / f"{i:03d}.png").read_bytes()
         assert read_png(a / f"{i:03d}.png").shape == (12, 16, 3)
     draws = json.loads((a / "degrade.json").read_text())["clips"]["in"]["clip_draws"]
-    assert draws == json.loads(json.dumps(R.sample_plan(C.load()["realworld"], 3, R.clip_rng(3, "in"))))
+    assert draws == json.loads(json.dumps(R.sample_plan(C.load().realworld, 3, R.clip_rng(3, "in"))))
     # NaN in an EXR frame: refused, named, nothing written
     bad = tmp_path / "bad"
     bad.mkdir()

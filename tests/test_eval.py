@@ -170,8 +170,23 @@ def test_bicubic_psnr_equals_an_independent_computation(bicubic_store):
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval_run")
     store = synthetic_store(root, sequences=2, frames=5)
-    result = trainer.train(tiny_config(store, root / "run", iters=2, frames=2, batch=1))
+    c = tiny_config(store, root / "run", iters=2, frames=2, batch=1)
+    c.run.val_every = 2  # one validation, at the end (the last sequence is held out either way)
+    result = trainer.train(c)
     return store, result.checkpoint
+
+
+def test_validation_scores_as_gbuf_eval_does(trained):
+    """The trainer's validation is evaluate's scoring: same PSNR / SSIM on the same frames."""
+    import json
+
+    store, ckpt = trained
+    log = [json.loads(line) for line in (ckpt.parent.parent / "log.jsonl").read_text().splitlines()]
+    (val,) = [r for r in log if "val_psnr" in r]
+    report = evaluate.evaluate([("rdg-s", ckpt)], str(store), sequences=["synthetic_001"], segment_frames=3,
+                               vmaf="off", device="cpu")
+    first = report.per_frame["rdg-s"]["synthetic_001"][:3]  # data.val_frames = 3
+    assert val["val_psnr"] == pytest.approx(float(np.mean(first)), abs=1e-9)
 
 
 def test_eval_cli_table_plot_and_segments(trained, tmp_path, gbuf_cli):

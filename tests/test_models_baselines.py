@@ -1,8 +1,8 @@
 """The RDG paper's video/rendering baselines: BasicVSR, BasicVSR++, NSRR, NSRD, FuseSR.
 
 Parameter counts against the papers' tables, forward + backward on CPU, streaming
-(step == forward), the rendered-motion option, the motion convention of every
-warp, and bad input.
+(step == forward), the rendered-motion option, the motion convention of the shared
+warp, the residual blocks' initialisation per paper, and bad input.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import importlib
 import re
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from gbuf.errors import GbufError  # noqa: E402
-from gbuf.train.models import create  # noqa: E402
+from gbuf.errors import GbufError
+from gbuf.train.models import _blocks, create
+from gbuf.train.ops import backward_warp
 
 SCALE = 4
 BASELINES = ("basicvsr", "basicvsrpp", "nsrr", "nsrd", "fusesr")
@@ -193,10 +193,11 @@ def test_motion_option_reads_rendered_motion(name):
         create(name, flow="raft")
 
 
-@pytest.mark.parametrize("module", ["basicvsr", "basicvsrpp", "nsrr", "nsrd", "fusesr"])
-def test_warp_follows_gbuf_motion(module):
-    """motion[t] points from frame t back to frame t-1: warping t-1 by it gives t."""
-    flow_warp = importlib.import_module(f"gbuf.train.models.{module}").flow_warp
+@pytest.mark.parametrize("padding_mode", ["zeros", "border"])
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_warp_follows_gbuf_motion(mode, padding_mode):
+    """motion[t] points from frame t back to frame t-1: warping t-1 by it gives t. Every
+    baseline warps through ``gbuf.train.ops.backward_warp`` (FuseSR with nearest sampling)."""
     h, w, dx, dy = 10, 12, 2, -1
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
                             indexing="ij")
@@ -205,25 +206,53 @@ def test_warp_follows_gbuf_motion(module):
     # the surface at p in frame t was at p + (dx, dy) in frame t-1
     previous = pattern(xs - dx, ys - dy)[None, None]
     motion = torch.tensor([float(dx), float(dy)]).view(1, 2, 1, 1).expand(1, 2, h, w)
-    warped = flow_warp(previous, motion)
+    warped = backward_warp(previous, motion, padding_mode=padding_mode, mode=mode)
     inside = (slice(None), slice(None), slice(1, h - 1), slice(2, w - 2))
     assert torch.allclose(warped[inside], current[inside], atol=1e-5)
+    # The last column samples x = w + 1, outside the frame: zeros, or the edge pixel (rows y - 1).
+    edge = warped[0, 0, 1:, -1]
+    if padding_mode == "zeros":
+        assert edge.abs().max() == 0
+    else:
+        assert torch.allclose(edge, previous[0, 0, :-1, -1], atol=1e-6)
 
 
-@pytest.mark.parametrize("module", ["basicvsr", "basicvsrpp"])
-def test_invert_motion(module):
+def test_invert_motion():
     """Backward branches use the inverse of the rendered motion: q + m(q) = p."""
-    mod = importlib.import_module(f"gbuf.train.models.{module}")
     h, w = 16, 20
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
                             indexing="ij")
     # a smooth, non-constant motion field (rotation-like plus translation)
     motion = torch.stack((1.5 + 0.05 * (ys - h / 2), -0.8 + 0.04 * (xs - w / 2)))[None]
-    inverse = mod.invert_motion(motion, iterations=8)
-    back = inverse + mod.flow_warp(motion, inverse, padding_mode="border")
+    inverse = _blocks.invert_motion(motion, iterations=8)
+    back = inverse + backward_warp(motion, inverse, padding_mode="border")
     inside = (slice(None), slice(None), slice(3, h - 3), slice(3, w - 3))
     assert back[inside].abs().max() < 1e-3
     assert (inverse + motion)[inside].abs().max() > 0.05  # not simply the negation
+
+
+def test_residual_blocks_are_initialised_as_each_paper():
+    """BasicVSR(++)'s reference scales its residual blocks' Kaiming init by 0.1 with zero bias;
+    FuseSR's official ResBlock keeps PyTorch's default init. One shared block, two settings."""
+    torch.manual_seed(0)
+
+    def blocks(model):
+        return [m for m in model.modules() if isinstance(m, _blocks.ResidualBlock)]
+
+    for name in ("basicvsr", "basicvsrpp"):
+        found = blocks(create(name, flow="motion"))
+        assert found, name
+        for block in found:
+            fan_in = block.conv1.weight[0].numel()
+            assert block.conv1.bias.abs().max() == 0 and block.conv2.bias.abs().max() == 0, name
+            # kaiming normal: std sqrt(2 / fan_in); scaled by 0.1
+            assert 0.8 < float(block.conv1.weight.detach().std()) / (0.1 * (2 / fan_in) ** 0.5) < 1.25, name
+    found = blocks(create("fusesr"))
+    assert len(found) == 6
+    for block in found:
+        bound = 1 / block.conv1.weight[0].numel() ** 0.5  # PyTorch's default: U(-bound, bound)
+        assert block.conv1.bias.abs().max() > 0.1 * bound
+        assert block.conv1.weight.abs().max() <= bound and block.conv1.weight.abs().max() > 0.9 * bound
 
 
 def test_basicvsrpp_deformable_alignment_is_flow_guided():
@@ -249,7 +278,7 @@ def test_basicvsrpp_deformable_alignment_is_flow_guided():
     cond = torch.rand(1, 3 * c, 9, 11, generator=g)
     with torch.no_grad():
         out = align(torch.cat((feat_1, feat_2), dim=1), cond, flow_1, flow_2)
-    assert torch.allclose(out, mod.flow_warp(feat_1, flow_1), atol=1e-5)
+    assert torch.allclose(out, backward_warp(feat_1, flow_1, padding_mode="zeros"), atol=1e-5)
 
 
 def test_nsrr_zero_upsampling():

@@ -1,4 +1,5 @@
-"""RDG / RDG-s: parameter counts, the official checkpoint, streaming, CycleFC forms, bad input."""
+"""RDG / RDG-s: parameter counts, the official checkpoint, streaming, CycleFC forms, the fused
+oneDNN inference path and its fallback, bad input."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from gbuf.datasets import format as fmt
 from gbuf.errors import GbufError
 from gbuf.train import checkpoints, models
 from gbuf.train.models import rdg as rdg_module
+from gbuf.train.models import rdg_onednn
+from gbuf.train.ops import backward_warp
 
 
 def _count(model) -> int:
@@ -17,7 +21,7 @@ def _count(model) -> int:
 
 def _clip(b=1, t=3, h=12, w=20, seed=0):
     g = torch.Generator().manual_seed(seed)
-    clip = {k: torch.rand(b, t, c, h, w, generator=g) for k, c in rdg_module.CHANNELS.items()}
+    clip = {k: torch.rand(b, t, fmt.BUFFERS[k].channels, h, w, generator=g) for k in rdg_module.INPUTS}
     clip["motion"] = clip["motion"] * 4 - 2
     return clip
 
@@ -89,7 +93,7 @@ def test_warp_follows_the_gbuf_motion_convention():
     prev[0, 0, 5, 3] = 1.0  # y=5, x=3 in frame t-1
     motion = torch.zeros(1, 2, 8, 8)
     motion[:, 0], motion[:, 1] = 2.0, -1.0  # the surface moved 2 left and 1 down from t-1 to t
-    warped = rdg_module.warp_previous(prev, motion)
+    warped = backward_warp(prev, motion, padding_mode="zeros")  # RDG's warp (the official motion_warp)
     assert warped[0, 0, 6, 1] == 1.0 and warped.sum() == 1.0
 
 
@@ -135,7 +139,7 @@ def test_checkpoint_round_trip_keeps_official_layout(shared_reference, tmp_path)
     checkpoints.load(model, shared_reference / "rdg" / "RDG_Small.pth")
     path = checkpoints.save(model, tmp_path / "copy.pth", ema=model)
     saved = torch.load(path, weights_only=True)
-    assert set(saved) == {"params", "params_ema"}
+    assert set(saved) == {"params", "params_ema", checkpoints.DIGEST_KEY}  # the digest: see checkpoints
     # Same keys as the authors' file (offset buffers included) and the same values.
     assert set(saved["params"]) == set(official)
     assert all(torch.equal(saved["params"][k], official[k]) for k in official)
@@ -225,11 +229,11 @@ def test_fast_path_matches_the_official_computation_in_batches_and_gradients():
 def test_fused_cpu_inference_kernels_match_the_official_computation(monkeypatch):
     """Without autograd on CPU the fast form runs oneDNN's fused conv/matmul kernels; they must
     actually run, and match the deform form and the autograd fast path, batch > 1 included."""
-    if not rdg_module._onednn_ready():
+    if not rdg_onednn.ready():
         pytest.skip("this torch build has no oneDNN fused kernels (torch.ops.mkldnn); nothing to compare")
     calls = []
-    real_linear = rdg_module._linear_onednn
-    monkeypatch.setattr(rdg_module, "_linear_onednn", lambda *a, **k: calls.append(1) or real_linear(*a, **k))
+    real_linear = rdg_onednn.fused_linear
+    monkeypatch.setattr(rdg_onednn, "fused_linear", lambda *a, **k: calls.append(1) or real_linear(*a, **k))
     torch.manual_seed(0)
     fast = models.create("rdg-s").eval()
     for p in fast.skip_alphas:
@@ -257,7 +261,34 @@ def test_channels_last_warp_is_identical_to_the_official_warp():
     features = torch.randn(2, 5, 17, 23, generator=g).contiguous(memory_format=torch.channels_last)
     motion = torch.randn(2, 2, 17, 23, generator=g) * 9
     motion[:, :, :3] = motion[:, :, :3].round()  # exact pixel positions too
-    expected = rdg_module.warp_previous(features, motion)
-    got = rdg_module._warp_channels_last(features, motion)
+    expected = backward_warp(features, motion, padding_mode="zeros")
+    got = rdg_onednn.warp_channels_last(features, motion)
     assert torch.equal(got, expected)
     assert (expected == 0).any() and (expected != 0).any()  # some samples fell outside, some inside
+
+
+def test_without_the_fused_ops_inference_falls_back_to_the_autograd_fast_form(monkeypatch):
+    """A torch without the private ``torch.ops.mkldnn`` ops (another release, a build without
+    oneDNN): inference runs the autograd fast form, with the same values, and never calls them."""
+    calls = []
+    real_linear = rdg_onednn.fused_linear
+    monkeypatch.setattr(rdg_onednn, "fused_linear", lambda *a, **k: calls.append(1) or real_linear(*a, **k))
+    monkeypatch.setattr(torch.ops, "mkldnn", object())  # an op namespace without the ops
+    monkeypatch.setattr(rdg_onednn, "_READY", None)  # forget an earlier check
+    assert not rdg_onednn.ready()
+    torch.manual_seed(0)
+    fast = models.create("rdg-s").eval()
+    for p in fast.skip_alphas:
+        torch.nn.init.normal_(p)
+    deform = models.create("rdg-s", cyclefc="deform").eval()
+    deform.load_state_dict(fast.state_dict())
+    clip = _clip(b=2, t=2, h=13, w=18)
+    with torch.inference_mode():
+        fallback = fast(clip)
+        reference = deform(clip)
+    assert not calls, "the fused kernels ran although the ops are missing"
+    assert rdg_onednn._READY is False  # checked once, then remembered
+    with torch.enable_grad():
+        autograd_path = fast(clip).detach()
+    assert torch.equal(fallback, autograd_path)
+    assert (fallback - reference).abs().max() < 1e-5

@@ -7,6 +7,8 @@ complete, shuts Ray down, consolidates and verifies.
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -25,8 +27,10 @@ TINY_ARGS = ["--resolution", "64x36", "--scale", "4", "--samples", "1", "--no-de
 
 
 def _gbuf(*args, timeout=300):
+    # Ray sets RAY_AUTH_MODE in the process that first starts it; a CLI call starts from a clean slate.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
     return subprocess.run([sys.executable, "-m", "gbuf", *args], capture_output=True, text=True, timeout=timeout,
-                          check=False)
+                          check=False, env=env)
 
 
 @pytest.mark.slow
@@ -51,6 +55,7 @@ def test_local_ray_renders_two_scenes_in_block_tasks_into_one_store(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = proc.stdout.strip().splitlines()[-1]
     assert "alpha, beta: 3 block task(s) run, 1 already complete, 16 frames verified" in summary, summary
+    assert "Token authentication" not in proc.stderr, proc.stderr
 
     report = verify(store)
     assert report.ok, report.problems
@@ -79,7 +84,7 @@ def test_a_failed_block_process_is_retried_and_bad_input_is_not(tmp_path):
     """The block task's Ray options on a real local Ray: exit 1 once, then success; exit 2 is final."""
     import ray
 
-    from gbuf.render.blocks import _block_task, block_task_options
+    from gbuf.render.blocks import _block_task, block_task_options, ray_session
 
     counter = tmp_path / "attempts"
     flaky = [sys.executable, "-c",
@@ -87,11 +92,35 @@ def test_a_failed_block_process_is_retried_and_bad_input_is_not(tmp_path):
               f"else 0; p.write_text('x' * (n + 1)); print('attempt', n + 1); sys.exit(1 if n == 0 else 0)")]
     bad = [sys.executable, "-c", ("import sys; print('gbuf: error: x.blend: not a .blend', file=sys.stderr); "
                                   "sys.exit(2)")]
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=80 * 2**20)
-    try:
+    with ray_session(local_cpus=2):
         task = ray.remote(**block_task_options(2))(_block_task)
         ok, refused = ray.get([task.remote(flaky, "s", 0), task.remote(bad, "s", 1)])
-    finally:
-        ray.shutdown()
+    assert not ray.is_initialized()
     assert ok.ok and ok.message == "attempt 2" and counter.read_text() == "xx"
     assert not refused.ok and refused.message == "gbuf: error: x.blend: not a .blend"
+
+
+def test_ray_session_drops_the_token_notice_and_nothing_else(monkeypatch):
+    """Ray announces token authentication on every local start; gbuf drops that one notice only."""
+    from gbuf.render import blocks
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)   # as in a fresh process: Ray then announces it
+    seen, shown = [], []
+    real = blocks._DropTokenNotice.filter
+    monkeypatch.setattr(blocks._DropTokenNotice, "filter",
+                        lambda self, record: seen.append(record.getMessage()) or real(self, record))
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: shown.append(record.getMessage())
+    log = logging.getLogger(blocks.RAY_TOKEN_LOGGER)
+    log.addHandler(handler)
+    try:
+        with blocks.ray_session(local_cpus=1) as ray:
+            assert ray.is_initialized()
+        log.warning("Token authentication is enabled for this Ray cluster. (after the session)")
+    finally:
+        log.removeHandler(handler)
+    assert any(m.startswith(blocks.RAY_TOKEN_NOTICE) for m in seen), seen     # Ray said it ...
+    assert shown == ["Token authentication is enabled for this Ray cluster. (after the session)"], shown
+    # ... and only that notice goes: the warning that a cluster runs without authentication stays.
+    disabled = logging.makeLogRecord({"msg": "Token authentication is disabled for this Ray cluster."})
+    assert blocks._DropTokenNotice().filter(disabled)

@@ -18,7 +18,8 @@ import gbuf.datasets as gd
 from gbuf.datasets import SequenceWriter
 from gbuf.datasets.integrity import verify
 from gbuf.errors import GbufError
-from gbuf.render.blocks import block_range, pending_blocks, plan_blocks
+from gbuf.render.blocks import block_plan, block_range, cli_options, pending_blocks, plan_blocks
+from gbuf.render.settings import RenderSettings, ScaleOut, make_settings
 
 TINY_ARGS = ["--resolution", "64x36", "--scale", "4", "--samples", "1", "--no-denoise", "--quiet"]
 
@@ -51,6 +52,33 @@ def test_block_sizes_that_split_a_shard_are_refused():
         block_range(12, 4, -1)
 
 
+@pytest.mark.parametrize("settings,extra", [
+    (RenderSettings(), {}),
+    (make_settings(resolution=(64, 36), scale=2, samples=3, denoise=False, lr_mode="aliased", device="cuda",
+                   passes="normal,alpha,image", seed=-4),
+     {"frames": (-3, 5), "sequence": "take 2", "frames_per_shard": 4, "allow_scripts": True}),
+])
+def test_block_tasks_get_the_drivers_settings_through_the_cli(settings, extra, monkeypatch):
+    """What render_on_ray hands each task (``cli_options``) parses back, through the real CLI, to the same
+    typed settings: every block of a sequence records what the driver was asked for."""
+    from click.testing import CliRunner
+
+    from gbuf.cli import main
+    from gbuf.render import job
+
+    seen = []
+    monkeypatch.setattr(job, "render_scenes", lambda scenes, output, settings, **kw: seen.append((settings, kw))
+                        or job.RenderRun(output=output, results=[], plans=[]))
+    options = cli_options(settings, **extra)
+    result = CliRunner().invoke(main, ["render", "-o", "x.zarr", *options, "--block", "1"])
+    assert result.exit_code == 0, result.output
+    (got, kw), = seen
+    assert got == settings
+    assert (kw["frames"], kw["sequence"], kw["allow_scripts"]) == (extra.get("frames"), extra.get("sequence"),
+                                                                   extra.get("allow_scripts", False))
+    assert kw["scale_out"] == ScaleOut(frames_per_shard=extra.get("frames_per_shard"), block=1)
+
+
 # ---------------------------------------------------------------------- block writers (no bpy)
 
 
@@ -78,6 +106,8 @@ def test_block_writers_fill_a_store_in_any_order_and_the_last_one_consolidates(t
         complete = gd.open(path)["s"]["hr"].attrs.get("complete", False)
         assert complete == (start == 0)        # only once every shard has its marker
     assert pending_blocks(path, "s", 4) == ([], 2)
+    plan = block_plan(path, "s", 4)
+    assert (plan.num_frames, plan.frames_per_shard, plan.frames_per_block, plan.blocks, plan.pending) == (7, 2, 4, 2, [])
     assert verify(path).ok
     assert not (path / ".gbuf").exists()
     res = gd.open(path)["s"]["hr"]
@@ -96,6 +126,7 @@ def test_a_block_writer_resumes_inside_its_block_and_refuses_unaligned_ranges(tm
     assert w.next_frame == 7
     w.append(_frame(7))
     assert w.complete and pending_blocks(path, "s", 4) == ([0], 2)
+    assert block_plan(path, "s").pending == [0, 1] and block_plan(path, "s").blocks == 4   # blocks of one shard
     for bad in [(1, 4), (4, 5), (0, 9), (6, 6)]:
         with pytest.raises(GbufError, match="frame range"):
             SequenceWriter(path, "s", 8, SPECS, frame_range=bad)

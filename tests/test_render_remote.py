@@ -8,11 +8,14 @@ in subprocesses (each render its own bpy); credentials come from
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
 
-from gbuf.render import blocks
+import gbuf.datasets as gd
+from gbuf.errors import GbufError
+from gbuf.render import publish
 
 pytest.importorskip("s3fs", reason="gbuf[share] not installed (s3fs)")
 pytest.importorskip("moto.server", reason="gbuf[share] not installed (moto[server])")
@@ -50,7 +53,7 @@ def test_render_to_s3_publishes_a_verified_store_and_a_rerun_sends_nothing(s3, t
     url = f"s3://{S3_BUCKET}/rr-render/ds"
     env = _env(s3, tmp_path / "cache")
     monkeypatch.setenv("GBUF_CACHE_DIR", str(tmp_path / "cache"))
-    work = blocks.work_store_for(url)
+    work = publish.work_store_for(url)
     assert work == (tmp_path / "cache" / "render" / work.parent.name / "ds").resolve()
 
     first = gbuf_cli("render", "-o", url, *TINY, env=env, timeout=240)
@@ -149,3 +152,57 @@ def test_blocks_push_nothing_and_ray_publishes_once(s3, tmp_path, gbuf_cli):
     assert lines[-1].startswith(f"pushed {url}: ") and lines[-1].endswith(f"working store {work} kept")
     verified = gbuf_cli("dataset", "verify", url, env=_env(s3, tmp_path / "cache"), timeout=120)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_library_render_to_a_url_as_the_cli_does(s3, tmp_path, monkeypatch):
+    """``gbuf.render.render(scene, "s3://...")``: the working store, the destination check, one push.
+
+    The frames come from a stand-in for the render loop (a synthetic store, no bpy): what is
+    checked here is the orchestration around it.
+    """
+    from gbuf.datasets.synthetic import make_synthetic_store
+    from gbuf.render import pipeline, render
+
+    calls = []
+
+    def fake_render(scene, output, **options):
+        calls.append((scene, output, options))
+        make_synthetic_store(output, frames=4, height=16, width=24)     # resumable: a rerun writes nothing
+        return pipeline.RenderResult(output=str(output), sequence="synthetic_000", num_frames=4, rendered=4,
+                                     resumed_from=0, seconds=0.1)
+
+    monkeypatch.setattr(pipeline, "render", fake_render)
+    url = f"s3://{S3_BUCKET}/rr-library/ds"
+    work = tmp_path / "work.zarr"
+    reported = []
+    result = render(None, url, resolution=(64, 36), samples=1, frames=(1, 4), work_dir=work, storage_options=s3,
+                    progress=lambda label, done, total: reported.append((label, done, total)))
+    assert [(scene, str(out)) for scene, out, _ in calls] == [(None, str(work))]
+    assert calls[0][2]["resolution"] == (64, 36) and calls[0][2]["samples"] == 1 and calls[0][2]["frames"] == (1, 4)
+    assert result.output == str(work) and result.published.url == url and result.published.work_store == str(work)
+    pushed = result.published.push
+    assert pushed.sent_files == pushed.files > 3 and pushed.skipped_files == 0 and not result.published.work_removed
+    assert reported[-1] == ("push", pushed.sent_bytes, pushed.sent_bytes)
+    assert gd.verify(url, storage_options=s3).ok
+
+    again = render(None, url, resolution=(64, 36), samples=1, frames=(1, 4), work_dir=work, storage_options=s3)
+    assert again.published.push.sent_files == 0 and again.published.push.skipped_files == pushed.files
+
+    # A local output is the store itself: nothing published.
+    local = render(None, tmp_path / "local.zarr", resolution=(64, 36), samples=1)
+    assert local.published is None and local.output == str(tmp_path / "local.zarr")
+    with pytest.raises(GbufError, match="for -o URL"):
+        render(None, tmp_path / "local.zarr", work_dir=tmp_path / "w")
+
+    # A failed or interrupted render pushes nothing, and says where the frames are.
+    other = f"s3://{S3_BUCKET}/rr-library-failed/ds"
+    note = re.escape(f"(nothing pushed to {other}; the working store is {tmp_path / 'failed.zarr'})")
+    for error, message in ((GbufError("card.blend: frame 3 (hr): render failed"), r"render failed " + note),
+                           (KeyboardInterrupt(), r"^interrupted " + note + "; rerun the same command")):
+        def failing(scene, output, error=error, **options):
+            raise error
+
+        monkeypatch.setattr(pipeline, "render", failing)
+        with pytest.raises(GbufError, match=message):
+            render(None, other, work_dir=tmp_path / "failed.zarr", storage_options=s3)
+    assert _objects(s3, "rr-library-failed/ds") == {}

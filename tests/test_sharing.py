@@ -21,6 +21,8 @@ from click.testing import CliRunner
 import gbuf.datasets as gd
 from gbuf.cli import main as cli
 from gbuf.datasets import sharing
+from gbuf.datasets.sharing import local as sharing_local
+from gbuf.datasets.sharing import transport
 from gbuf.datasets.synthetic import make_synthetic_store
 from gbuf.errors import GbufError
 
@@ -71,23 +73,27 @@ def copy_store(source: Path, dest: Path, *, age_s: float = 60.0) -> Path:
 def test_push_pull_s3_roundtrip_incremental(s3, source, tmp_path):
     url = f"s3://{BUCKET}/roundtrip/data.zarr"
     first = sharing.push(source, url, jobs=4, storage_options=s3)
-    assert first["sent_files"] == first["files"] > 10 and first["skipped_files"] == 0
+    assert first.sent_files == first.files > 10 and first.skipped_files == 0
     assert not (source / "README.md").exists()  # the card is generated and sent, not written locally
     again = sharing.push(source, url, jobs=4, storage_options=s3)
-    assert again["sent_files"] == 0 and again["sent_bytes"] == 0 and again["skipped_files"] == first["files"]
+    assert again.sent_files == 0 and again.sent_bytes == 0 and again.skipped_files == first.files
     fs = s3fs_for(s3)
     assert fs.exists(f"{BUCKET}/roundtrip/data.zarr/{sharing.MANIFEST}")
     assert not fs.exists(f"{BUCKET}/roundtrip/data.zarr/{sharing.JOURNAL}")
-    assert b"Dataset id: `" + first["dataset_id"].encode() in fs.cat_file(f"{BUCKET}/roundtrip/data.zarr/README.md")
+    assert b"Dataset id: `" + first.dataset_id.encode() in fs.cat_file(f"{BUCKET}/roundtrip/data.zarr/README.md")
 
     local = tmp_path / "pulled.zarr"
-    got = sharing.pull(url, local, jobs=4, storage_options=s3)
-    assert got["received_files"] == first["files"] and got["frames_verified"] == 0  # sha256 only by default
+    reported = []
+    got = sharing.pull(url, local, jobs=4, storage_options=s3, progress=lambda *a: reported.append(a))
+    assert got.received_files == first.files and got.frames_verified == 0  # sha256 only by default
+    assert got.received_bytes == got.total_bytes == first.total_bytes
+    assert reported[0] == ("pull", 0, got.received_bytes) and reported[-1] == ("pull",) + (got.received_bytes,) * 2
+    assert [done for _, done, _ in reported] == sorted(done for _, done, _ in reported)
     assert content_files(local) == content_files(source) and (local / "README.md").is_file()
     assert gd.verify(local).ok
-    assert sharing.pull(url, local, jobs=4, storage_options=s3)["received_files"] == 0
+    assert sharing.pull(url, local, jobs=4, storage_options=s3).received_files == 0
     checked = sharing.pull(url, local, jobs=4, storage_options=s3, frame_check=True)
-    assert checked["received_files"] == 0 and checked["frames_verified"] == 32
+    assert checked.received_files == 0 and checked.frames_verified == 32
 
 
 def test_interrupted_push_resumes(s3, source, tmp_path, monkeypatch):
@@ -112,8 +118,8 @@ def test_interrupted_push_resumes(s3, source, tmp_path, monkeypatch):
     with pytest.raises(GbufError, match="no gbuf-manifest.json"):
         sharing.pull(url, tmp_path / "early.zarr", storage_options=s3)
     rerun = sharing.push(source, url, jobs=3, storage_options=s3)
-    assert rerun["skipped_files"] == len(uploaded) == 5
-    assert rerun["sent_files"] == rerun["files"] - 5
+    assert rerun.skipped_files == len(uploaded) == 5
+    assert rerun.sent_files == rerun.files - 5
     local = tmp_path / "pulled.zarr"
     sharing.pull(url, local, storage_options=s3)
     assert content_files(local) == content_files(source)
@@ -121,8 +127,8 @@ def test_interrupted_push_resumes(s3, source, tmp_path, monkeypatch):
 
 def test_interrupted_pull_resumes(source, tmp_path, monkeypatch):
     pushed = tmp_path / "pushed"
-    total = sharing.push(source, str(pushed))["files"]
-    real = sharing._copy_local
+    total = sharing.push(source, str(pushed)).files
+    real = sharing_local.copy_local
     fetched = []
 
     def flaky(src, *args, **kwargs):
@@ -131,14 +137,14 @@ def test_interrupted_pull_resumes(source, tmp_path, monkeypatch):
         fetched.append(src)
         return real(src, *args, **kwargs)
 
-    monkeypatch.setattr(sharing, "_copy_local", flaky)
+    monkeypatch.setattr(sharing_local, "copy_local", flaky)
     local = tmp_path / "pulled.zarr"
     with pytest.raises(GbufError, match="pull failed .*connection reset"):
         sharing.pull(str(pushed), local, jobs=1)
     assert not (local / sharing.MANIFEST).exists()  # unfinished, and says so
-    monkeypatch.setattr(sharing, "_copy_local", real)
+    monkeypatch.setattr(sharing_local, "copy_local", real)
     rerun = sharing.pull(str(pushed), local, jobs=2)
-    assert rerun["skipped_files"] == 6 and rerun["received_files"] == total - 6
+    assert rerun.skipped_files == 6 and rerun.received_files == total - 6
     assert content_files(local) == content_files(source) and (local / sharing.MANIFEST).is_file()
     assert not list(local.rglob("*.part"))
     with pytest.raises(GbufError, match="read-only"):
@@ -168,7 +174,7 @@ def test_corrupted_object_is_caught_on_pull(s3, source, tmp_path):
     manifest = json.loads(fs.cat_file(f"{BUCKET}/corrupt/data.zarr/{sharing.MANIFEST}"))
     manifest["files"]["synthetic_001/hr/color/c/1/0/0/0"]["sha256"] = sharing.sha256(bytes(bad))
     fs.pipe_file(f"{BUCKET}/corrupt/data.zarr/{sharing.MANIFEST}", json.dumps(manifest).encode())
-    assert sharing.pull(url, tmp_path / "trusting.zarr", storage_options=s3)["frames_verified"] == 0
+    assert sharing.pull(url, tmp_path / "trusting.zarr", storage_options=s3).frames_verified == 0
     with pytest.raises(GbufError, match=r"synthetic_001/hr: frame [4-7]: color"):
         sharing.pull(url, local, storage_options=s3, frame_check=True)
     assert not (local / sharing.MANIFEST).exists()
@@ -176,7 +182,7 @@ def test_corrupted_object_is_caught_on_pull(s3, source, tmp_path):
     fs.pipe_file(key, good)
     manifest["files"]["synthetic_001/hr/color/c/1/0/0/0"]["sha256"] = sharing.sha256(good)
     fs.pipe_file(f"{BUCKET}/corrupt/data.zarr/{sharing.MANIFEST}", json.dumps(manifest).encode())
-    assert sharing.pull(url, local, storage_options=s3, frame_check=True)["received_files"] == 1
+    assert sharing.pull(url, local, storage_options=s3, frame_check=True).received_files == 1
 
 
 def test_wrong_credentials_and_unreachable(s3, source, tmp_path, monkeypatch):
@@ -209,7 +215,7 @@ def test_refuses_other_dataset_unless_forced(s3, source, tmp_path):
     with pytest.raises(GbufError, match="different dataset.*--force"):
         sharing.push(other, url, storage_options=s3)
     replaced = sharing.push(other, url, storage_options=s3, force=True)
-    assert replaced["removed_files"] > 0  # the first dataset's second sequence is gone
+    assert replaced.removed_files > 0  # the first dataset's second sequence is gone
     local = tmp_path / "pulled.zarr"
     sharing.pull(url, local, storage_options=s3)
     assert content_files(local) == content_files(other)
@@ -242,8 +248,11 @@ def test_push_leaves_the_source_alone_and_hashes_each_file_once(source, tmp_path
     store = copy_store(source, tmp_path / "store.zarr")
     before = snapshot(store)
     dest = tmp_path / "dest"
-    first = sharing.push(store, str(dest), jobs=2)
+    reported = []
+    first = sharing.push(store, str(dest), jobs=2, progress=lambda *a: reported.append(a))
     assert snapshot(store) == before  # nothing outside .gbuf/ written, not even touched
+    assert (first.store, first.url, first.sent_files, first.skipped_files) == (str(store), str(dest), first.files, 0)
+    assert len(reported) == first.sent_files + 1 and reported[-1] == ("push", first.sent_bytes, first.total_bytes)
     assert sorted(p.name for p in (store / ".gbuf").iterdir()) == [sharing.ID_FILE, sharing.CACHE_FILE]
     # The manifest describes exactly the bytes that arrived, and the card was generated for the push.
     manifest = json.loads((dest / sharing.MANIFEST).read_text())
@@ -251,24 +260,49 @@ def test_push_leaves_the_source_alone_and_hashes_each_file_once(source, tmp_path
     for rel, entry in manifest["files"].items():
         data = (dest / rel).read_bytes()
         assert (len(data), sharing.sha256(data)) == (entry["size"], entry["sha256"]), rel
-    assert (dest / "README.md").read_text() == card_text(store, dataset_id=first["dataset_id"])
+    assert (dest / "README.md").read_text() == card_text(store, dataset_id=first.dataset_id)
     assert not list(dest.rglob("*.part"))
 
     # A second push reads no file: sizes and SHA-256 come from the cache in .gbuf/.
     hashed = []
-    real_hash = sharing._hash_file
-    monkeypatch.setattr(sharing, "_hash_file", lambda path, where: hashed.append(path) or real_hash(path, where))
-    again = sharing.push(store, str(dest), jobs=2)
-    assert again["sent_files"] == 0 and again["skipped_files"] == first["files"] and hashed == []
+    real_hash = sharing_local.hash_file
+    monkeypatch.setattr(sharing_local, "hash_file", lambda path, where: hashed.append(path) or real_hash(path, where))
+    reported.clear()
+    again = sharing.push(store, str(dest), jobs=2, progress=lambda *a: reported.append(a))
+    assert again.sent_files == 0 and again.skipped_files == first.files and hashed == []
+    assert reported == []  # nothing to send, nothing to report
     # A shard rewritten in place with the same size is noticed (its mtime moved) and sent again.
     rel = "synthetic_000/hr/color/c/0/0/0/0"
     changed = bytearray((store / rel).read_bytes())
     changed[100] ^= 0xFF
     (store / rel).write_bytes(bytes(changed))
     third = sharing.push(store, str(dest), jobs=2)
-    assert third["sent_files"] == 1 and [Path(p).name for p in hashed] == ["0"]
+    assert third.sent_files == 1 and [Path(p).name for p in hashed] == ["0"]
     assert (dest / rel).read_bytes() == bytes(changed)
     assert json.loads((dest / sharing.MANIFEST).read_text())["files"][rel]["sha256"] == sharing.sha256(changed)
+
+
+def test_open_push_and_pull_ask_the_format_alike(source, tmp_path):
+    """One check of "a gbuf store this gbuf reads" (format.check_root_attrs): open and push say the same."""
+    from gbuf.datasets import format as fmt
+
+    store = copy_store(source, tmp_path / "newer.zarr")
+    meta = json.loads((store / "zarr.json").read_text())
+    meta["attributes"]["gbuf"]["version"] = "2.0"
+    (store / "zarr.json").write_text(json.dumps(meta))
+    expected = f"{store}: gbuf format 2.0 is not readable by this gbuf (reads {fmt.FORMAT_VERSION})"
+    with pytest.raises(GbufError) as opened:
+        gd.open(store)
+    with pytest.raises(GbufError) as pushed:
+        sharing.push(store, str(tmp_path / "dest"))
+    assert str(opened.value) == str(pushed.value) == expected
+    assert not (tmp_path / "dest").exists()
+    # Pull never replaces a folder it cannot read as a gbuf store, even with --force.
+    published = tmp_path / "published"
+    sharing.push(source, str(published))
+    with pytest.raises(GbufError, match=re.escape(f"{expected}; pull into an empty folder")):
+        sharing.pull(str(published), store, force=True)
+    assert json.loads((store / "zarr.json").read_text()) == meta
 
 
 def test_push_from_a_store_it_cannot_write_to(source, tmp_path, monkeypatch):
@@ -285,20 +319,20 @@ def test_push_from_a_store_it_cannot_write_to(source, tmp_path, monkeypatch):
     before = snapshot(store)
     first = sharing.push(store, f"memory://ro/{tmp_path.name}")
     again = sharing.push(store, f"memory://ro/{tmp_path.name}")  # the same dataset (a stable id), nothing to send
-    assert again["dataset_id"] == first["dataset_id"] and again["sent_files"] == 0
+    assert again.dataset_id == first.dataset_id and again.sent_files == 0
     assert snapshot(store) == before and not (store / ".gbuf").exists()
 
 
 def test_manifest_records_the_bytes_sent_even_with_a_stale_cache(source, tmp_path, monkeypatch):
     store = copy_store(source, tmp_path / "store.zarr")
     sharing.push(store, str(tmp_path / "a"))
-    stale = {rel: entry[4] for rel, entry in sharing._HashCache(store).files.items()}
+    stale = {rel: entry[4] for rel, entry in sharing_local.HashCache(store).files.items()}
     rel = "synthetic_001/lr/geom32/c/1/0/0/0"
     changed = bytearray((store / rel).read_bytes())
     changed[-20] ^= 0x01
     (store / rel).write_bytes(bytes(changed))
     # The cache wrongly claims every file is as before: it may decide what to skip, never what is recorded.
-    monkeypatch.setattr(sharing._HashCache, "lookup", lambda self, r, st: stale.get(r))
+    monkeypatch.setattr(sharing_local.HashCache, "lookup", lambda self, r, st: stale.get(r))
     sharing.push(store, str(tmp_path / "b"))
     manifest = json.loads((tmp_path / "b" / sharing.MANIFEST).read_text())
     assert manifest["files"][rel]["sha256"] == sharing.sha256(bytes(changed)) != stale[rel]
@@ -356,13 +390,13 @@ def test_push_readback_and_what_is_checked_without_it(s3, source, tmp_path, monk
     with pytest.raises(GbufError, match=f"{re.escape(rel)}: arrived corrupted .*sequence synthetic_000, group lr"):
         sharing.pull(url, tmp_path / "pulled.zarr", storage_options=s3)
     repaired = sharing.push(source, url, storage_options=s3, readback=True, force=True)
-    assert repaired["sent_files"] == repaired["files"]
+    assert repaired.sent_files == repaired.files
 
 
 def test_large_objects_are_streamed(s3, source, tmp_path, http_server, monkeypatch):
     """Objects above the one-request size are streamed in blocks, hashed on the way, both directions."""
-    monkeypatch.setattr(sharing, "_WHOLE_MAX", 1000)
-    monkeypatch.setattr(sharing, "_REMOTE_BLOCK", 4096)
+    monkeypatch.setattr(transport, "WHOLE_MAX", 1000)
+    monkeypatch.setattr(transport, "REMOTE_BLOCK", 4096)
     url = f"s3://{BUCKET}/streamed/data.zarr"
     sharing.push(source, url, storage_options=s3, readback=True)
     local = tmp_path / "from-s3.zarr"
@@ -379,7 +413,7 @@ def test_large_objects_are_streamed(s3, source, tmp_path, http_server, monkeypat
     assert not list((tmp_path / "from-http.zarr").rglob("*.part"))
     (site / rel).write_bytes(good)
     got = sharing.pull(f"{base}/data.zarr", tmp_path / "from-http.zarr")
-    assert got["received_files"] >= 1 and content_files(tmp_path / "from-http.zarr") == content_files(source)
+    assert got.received_files >= 1 and content_files(tmp_path / "from-http.zarr") == content_files(source)
 
 
 def test_pull_fetches_a_damaged_local_file_again(source, tmp_path):
@@ -392,12 +426,12 @@ def test_pull_fetches_a_damaged_local_file_again(source, tmp_path):
     damaged[7] ^= 0x10
     (local / rel).write_bytes(bytes(damaged))  # same size: only its hash tells
     again = sharing.pull(str(pushed), local)
-    assert again["received_files"] == 1 and again["skipped_files"] == again["files"] - 1
+    assert again.received_files == 1 and again.skipped_files == again.files - 1
     assert (local / rel).read_bytes() == (pushed / rel).read_bytes()
     # The pulled copy pushes back as the same dataset (its manifest names it), sending only its own
     # card (titled after its folder); every other file's hash was cached by the pull.
     back = sharing.push(local, str(pushed))
-    assert back["sent_files"] == 1 and back["skipped_files"] == back["files"] - 1
+    assert back.sent_files == 1 and back.skipped_files == back.files - 1
 
 
 def test_pull_without_a_manifest_says_why(source, tmp_path):
@@ -569,8 +603,8 @@ def test_read_directly_from_s3_with_cache(s3, source, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
 
     # The crop loader in two DataLoader worker processes reads the same crops as locally.
-    remote_ds = gd.CropDataset(url, frames=3, patch=4, length=6, seed=3)
-    local_ds = gd.CropDataset(str(source), frames=3, patch=4, length=6, seed=3)
+    remote_ds = gd.CropDataset(url, frames=3, patch=16, length=6, seed=3)
+    local_ds = gd.CropDataset(str(source), frames=3, patch=16, length=6, seed=3)
     loader = torch.utils.data.DataLoader(remote_ds, batch_size=3, num_workers=2)
     got = [b for b in loader]
     want = [b for b in torch.utils.data.DataLoader(local_ds, batch_size=3, num_workers=0)]

@@ -88,7 +88,7 @@ def test_config_files_flags_and_saved_config(tmp_path):
 # --- training -----------------------------------------------------------------------------------
 
 
-def _fixed_batch(store, frames=3, patch=16):
+def _fixed_batch(store, frames=3, patch=64):
     import gbuf.datasets as gd
 
     ds = gd.CropDataset(store, frames=frames, patch=patch, lr_buffers=["image", "depth", "normal", "motion", "brdf"],
@@ -183,6 +183,34 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(store, tmp_path, monk
     assert names == ["step_1.pt", "step_2.pt"]
     good = torch.load(tmp_path / "run" / "ckpt" / "step_2.pt", map_location="cpu", weights_only=True)
     assert all(torch.isfinite(v).all() for v in good["params"].values())
+
+
+def test_train_runs_with_its_thread_count_and_without_dataloader_noise(store, tmp_path, monkeypatch):
+    import os
+    import warnings
+
+    seen = []
+    real = trainer.rdg_loss
+
+    def recording(pred, target, weights):
+        seen.append(torch.get_num_threads())
+        return real(pred, target, weights)
+
+    monkeypatch.setattr(trainer, "rdg_loss", recording)
+    c = tiny_config(store, tmp_path / "run", iters=1, frames=2, batch=1)
+    c.data.workers = len(os.sched_getaffinity(0)) + 1  # more workers than cores: torch's DataLoader warns
+    c.run.progress = True
+    calls = []
+    torch.set_num_threads(1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = trainer.train(c, threads=2, progress=lambda label, done, total: calls.append((label, done, total)))
+    assert seen == [2] and result.threads == 2  # torch.get_num_threads() inside the step
+    # the one progress callback: before the first step, then after each (the label has the loss)
+    assert [(d, t) for _, d, t in calls] == [(0, 1), (1, 1)] and "loss" in calls[-1][0]
+    assert torch.get_num_threads() == 1  # restored after the call
+    assert not [w for w in caught if "DataLoader will create" in str(w.message)], [str(w.message) for w in caught]
+    torch.set_num_threads(2)
 
 
 def test_bad_input_is_named(store, tmp_path):

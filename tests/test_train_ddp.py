@@ -37,6 +37,7 @@ def test_torchrun_two_cpu_processes_match_one_process(tmp_path, gbuf_cli):
         capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("trained rdg-s to step 2") == 1  # rank 0 alone reports and writes
+    assert "Grad strides do not match bucket view strides" not in proc.stderr, proc.stderr[-3000:]
     single = gbuf_cli("train", "rdg-s", "--out", tmp_path / "one", "--batch-size", "2", *common)
     assert single.returncode == 0, single.stderr
 
@@ -51,3 +52,19 @@ def test_torchrun_two_cpu_processes_match_one_process(tmp_path, gbuf_cli):
 
     initial = models.create("rdg-s").state_dict()
     assert any(not torch.equal(initial[k], ddp["params"][k]) for k in initial)  # it did train
+
+
+def test_ddp_searches_for_unused_parameters_only_when_a_model_has_some():
+    """RDG's CTR alpha gets no gradient (DDP must look for it); SAFMN uses every parameter, so DDP's
+    per-step search, and torch's complaint about it, are avoided."""
+    from gbuf.train import models
+    from gbuf.train.trainer import unused_parameters
+
+    torch.manual_seed(0)
+    rdg = models.create("rdg-s")
+    before = torch.get_rng_state()
+    unused = unused_parameters(rdg, (16, 16), 2, torch.device("cpu"))
+    assert unused and all(name.endswith("alpha") for name in unused), unused
+    assert torch.equal(torch.get_rng_state(), before)  # the run's random stream is untouched
+    assert all(p.grad is None for p in rdg.parameters())  # tried on a copy
+    assert unused_parameters(models.create("safmn"), (16, 16), 2, torch.device("cpu")) == []

@@ -7,8 +7,6 @@ command body, so ``gbuf --help`` stays fast.
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from gbuf.errors import GbufError
@@ -18,17 +16,14 @@ class GbufGroup(click.Group):
     """A click group that turns a ``GbufError`` into one line on stderr and exit 2."""
 
     def invoke(self, ctx: click.Context):
+        from gbuf.cli._output import show_library_logs
+
+        show_library_logs()
         try:
             return super().invoke(ctx)
         except GbufError as err:
             click.echo(f"gbuf: error: {err}", err=True)
             ctx.exit(2)
-
-
-def not_available(command: str, issue: str) -> None:
-    """Say that a command is not built yet and exit 2 (it never pretends)."""
-    click.echo(f"gbuf {command}: not available yet ({issue}).", err=True)
-    sys.exit(2)
 
 
 @click.group(cls=GbufGroup, context_settings={"help_option_names": ["-h", "--help"]})

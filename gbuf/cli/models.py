@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import click
 
-from gbuf.errors import GbufError
-
-
-def _threads(threads: int | None) -> None:
-    if threads is not None:
-        import torch
-
-        if threads < 1:
-            raise GbufError(f"--threads {threads}: must be at least 1")
-        torch.set_num_threads(threads)
+from gbuf.cli._options import threads_option
 
 
 @click.command()
@@ -26,17 +17,13 @@ def _threads(threads: int | None) -> None:
 @click.option("--repeats", default=5, show_default=True, type=int, help="Timed runs; the median is reported.")
 @click.option("--format", "table_format", type=click.Choice(["text", "markdown", "csv"]), default="text",
               show_default=True)
-@click.option("--threads", type=int, help="torch CPU threads (default: torch's).")
+@threads_option
 def bench(model_names, lr_size, device, frames, warmup, repeats, table_format, threads) -> None:
     """Params, peak memory, per-frame latency and FLOPs of MODELs (default: all), in one table."""
     from gbuf.train import bench as benchmark
 
-    size = benchmark.parse_size(lr_size)
-    if frames < 1 or repeats < 1 or warmup < 0:
-        raise GbufError("--frames and --repeats must be at least 1, --warmup at least 0")
-    _threads(threads)
-    rows = benchmark.bench(model_names, size, device, frames=frames, warmup=warmup, repeats=repeats,
-                           progress=lambda name: click.echo(f"benchmarking {name} ...", err=True))
+    rows = benchmark.bench(model_names, lr_size, device, frames=frames, warmup=warmup, repeats=repeats,
+                           threads=threads, progress=lambda name: click.echo(f"benchmarking {name} ...", err=True))
     click.echo(benchmark.format_table(rows, table_format))
 
 
@@ -48,18 +35,12 @@ def bench(model_names, lr_size, device, frames, warmup, repeats, table_format, t
               help="Checkpoint entry (default: params_ema if present, else params).")
 @click.option("--lr-size", default="270x480", show_default=True, help="LR input HEIGHTxWIDTH the graph is fixed to.")
 @click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset version.")
-@click.option("--threads", type=int, help="torch CPU threads (default: torch's).")
+@threads_option
 def export(model_name, onnx_path, ckpt, key, lr_size, opset, threads) -> None:
     """Export MODEL's one-frame step (or single-image forward) to ONNX and check it with ONNX Runtime."""
-    from gbuf.train import bench as benchmark
-    from gbuf.train import models
     from gbuf.train.export import export_onnx
 
-    if model_name not in models.names():
-        raise GbufError(f"unknown model {model_name!r}; known models: {', '.join(models.names())}")
-    _threads(threads)
-    report = export_onnx(model_name, onnx_path, ckpt=ckpt, lr_size=benchmark.parse_size(lr_size), key=key,
-                         opset=opset)
+    report = export_onnx(model_name, onnx_path, ckpt=ckpt, lr_size=lr_size, key=key, opset=opset, threads=threads)
     click.echo(f"wrote {report.path} ({model_name}, LR {report.lr_size[0]}x{report.lr_size[1]}, "
                f"weights: {report.checkpoint_entry or 'random'})")
     click.echo(f"inputs: {', '.join(report.input_names)}")

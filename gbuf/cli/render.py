@@ -30,7 +30,7 @@ def _frames(text: str | None) -> tuple[int, int] | None:
 
 
 @click.command()
-@click.argument("scenes", nargs=-1, metavar="[SCENE.blend]...")
+@click.argument("scenes", nargs=-1, metavar="[SCENE]...")
 @click.option("-o", "--output", required=True, metavar="DATA.zarr|URL",
               help="The gbuf store to write (created or resumed): a local path, or an fsspec URL "
                    "(s3://, gs://, az://, ...), rendered into a local working store and pushed there when "
@@ -48,6 +48,10 @@ def _frames(text: str | None) -> tuple[int, int] | None:
                    "diffuse_color, glossy_color, emission, alpha).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Cycles seed (and the default recipe's).")
 @click.option("--sequence", metavar="NAME", help="Sequence name in the store (default: the scene file's stem).")
+@click.option("--camera", type=click.Choice(["auto", "keep", "orbit"]), default="auto", show_default=True,
+              help="keep: the scene's own (animated) camera; orbit: a camera circling the scene's bounds "
+                   "(a function of the file's sha256 and --seed); auto: keep, or orbit for an imported file "
+                   "without a camera.")
 @click.option("--overwrite", is_flag=True, help="Replace the sequence instead of resuming it.")
 @click.option("--allow-scripts", is_flag=True, help="Let Python embedded in the .blend run (untrusted by default).")
 @click.option("--quiet", is_flag=True, help="No progress bar (for logs).")
@@ -68,131 +72,71 @@ def _frames(text: str | None) -> tuple[int, int] | None:
               help="With -o URL: keep the working store after the push (the resume point), or read back "
                    "and check what the push sent, then delete the working store.")
 def render(scenes, output, resolution, scale, frames, samples, denoise, lr_mode, device, passes, seed, sequence,
-           overwrite, allow_scripts, quiet, frames_per_shard, plan, block, blocks_of, ray_address, retries,
+           camera, overwrite, allow_scripts, quiet, frames_per_shard, plan, block, blocks_of, ray_address, retries,
            work_dir, keep_work) -> None:
-    """Render SCENE.blend files (default: the built-in default recipe) into HR/LR G-buffer sequences."""
-    from gbuf.datasets.remote_store import is_url
+    """Render SCENE files (.blend, .gltf/.glb, .fbx, .obj, .usd/.usda/.usdc/.usdz; default: the built-in
+    default recipe) into HR/LR G-buffer sequences."""
+    from gbuf.cli._output import progress_bar
+    from gbuf.render.settings import ScaleOut, make_settings
 
-    url = output if is_url(output) else None
-    if url is None and (work_dir is not None or not keep_work):
-        raise GbufError("render: --work-dir and --no-keep-work are for -o URL (a local -o is the store itself)")
+    settings = make_settings(resolution=_resolution(resolution), scale=scale, samples=samples, denoise=denoise,
+                             lr_mode=lr_mode, device=device.lower(), passes=passes, seed=seed)
     if ray_address is not None:
-        _render_on_ray(scenes, output, ray_address, blocks_of, retries, quiet, locals())
+        if block is not None or plan:
+            raise GbufError("render: --ray plans and runs every block itself; leave out --block/--plan")
+        if overwrite:
+            raise GbufError("render: --overwrite is not supported with --ray; remove the sequence first")
+        if camera != "auto":
+            raise GbufError("render: --camera is not supported with --ray yet (its tasks use --camera auto)")
+        from gbuf.render.blocks import render_on_ray
+
+        with progress_bar(not quiet, unit="bytes") as progress:
+            result = render_on_ray(list(scenes), output, settings, frames=_frames(frames), sequence=sequence,
+                                   frames_per_shard=frames_per_shard, allow_scripts=allow_scripts,
+                                   address=ray_address or None, blocks_of=blocks_of, max_retries=retries,
+                                   echo=None if quiet else (lambda msg: click.echo(msg, err=True)),
+                                   work_dir=work_dir, keep_work=keep_work, progress=progress)
+        click.echo(f"{result.work_store or result.output}: {', '.join(result.sequences)}: {result.blocks_run} "
+                   f"block task(s) run, {result.blocks_skipped} already complete, {result.verified_frames} frames "
+                   f"verified, {result.seconds:.1f} s")
+        if result.published is not None:
+            _echo_push(result.published)
         return
-    if len(scenes) > 1 and (sequence or block is not None or plan):
-        raise GbufError("render: --sequence, --block and --plan take one scene (use --ray for several)")
-    if overwrite and (block is not None or plan):
-        raise GbufError("render: --overwrite with --block/--plan would discard other blocks' frames; "
-                        "remove the sequence first")
-    work = None
-    if url is not None:
-        from gbuf.render.blocks import check_destination, work_store_for
 
-        work = work_store_for(url, work_dir)
-        if block is None and not plan:  # block tasks never push: they need no access to the URL
-            check_destination(url, work)
-        output = str(work)
-    try:
-        results = _render_each(scenes, output, resolution, scale, frames, samples, denoise, lr_mode, device,
-                               passes, seed, sequence, overwrite, allow_scripts, quiet, frames_per_shard, plan,
-                               block, blocks_of)
-    except GbufError as err:
-        if url is None:
-            raise
-        from gbuf.render.blocks import unpublished_note
+    from gbuf.render.job import render_scenes
 
-        raise GbufError(f"{err} ({unpublished_note(url, work)})") from None
-    except BaseException:
-        if url is not None:  # interrupted: say where the frames are
-            from gbuf.render.blocks import unpublished_note
-
-            click.echo(f"gbuf: {unpublished_note(url, work)}; rerun the same command to resume", err=True)
-        raise
-    if url is None:
-        return
-    if block is not None or plan:
-        what = f"block {block}" if block is not None else "the plan"
-        names = ", ".join(r.sequence for r in results)
-        click.echo(f"note: {what} of {names} is in the working store {work}; --block/--plan push nothing: once "
-                   f"every block is done, `gbuf render ... -o {url} --work-dir {work}` (same options) or "
-                   f"`gbuf dataset push {work} {url}` publishes it", err=True)
-        return
-    _publish(work, url, keep_work, quiet)
-
-
-def _render_each(scenes, output, resolution, scale, frames, samples, denoise, lr_mode, device, passes, seed,
-                 sequence, overwrite, allow_scripts, quiet, frames_per_shard, plan, block, blocks_of) -> list:
-    from gbuf.render import render as run
-
-    results = []
-    for scene in scenes or (None,):
-        result = run(scene, output, resolution=_resolution(resolution), scale=scale, frames=_frames(frames),
-                     samples=samples, denoise=denoise, lr_mode=lr_mode, device=device.lower(), passes=passes,
-                     seed=seed, sequence=sequence, overwrite=overwrite, allow_scripts=allow_scripts,
-                     quiet=quiet, frames_per_shard=frames_per_shard, block=block, blocks_of=blocks_of, plan=plan)
-        results.append(result)
-        if plan:
-            _echo_plan(result, blocks_of)
-            continue
+    with progress_bar(not quiet, unit="frames") as frame_progress, \
+            progress_bar(not quiet, unit="bytes") as progress:
+        run = render_scenes(list(scenes), output, settings, frames=_frames(frames), sequence=sequence,
+                            overwrite=overwrite, allow_scripts=allow_scripts, quiet=quiet,
+                            scale_out=ScaleOut(frames_per_shard=frames_per_shard, plan=plan, block=block,
+                                               blocks_of=blocks_of),
+                            work_dir=work_dir, keep_work=keep_work, progress=progress,
+                            frame_progress=frame_progress, camera=camera)
+    for result in [] if plan else run.results:
         _echo_result(result, quiet)
-    return results
+    for p in run.plans:
+        # Always printed (also with --quiet): scripts (and the --ray driver) read the last line.
+        click.echo(f"{p.store}/{p.sequence}: {p.num_frames} frames, blocks 0..{p.blocks - 1} of "
+                   f"{p.frames_per_block} frames ({p.frames_per_shard} per shard), {len(p.pending)} to render")
+    if run.work_store is not None and run.published is None:  # a plan or a block: nothing pushed
+        what = f"block {block}" if block is not None else "the plan"
+        names = ", ".join(r.sequence for r in run.results)
+        work = run.work_store
+        click.echo(f"note: {what} of {names} is in the working store {work}; --block/--plan push nothing: once "
+                   f"every block is done, `gbuf render ... -o {run.output} --work-dir {work}` (same options) or "
+                   f"`gbuf dataset push {work} {run.output}` publishes it", err=True)
+    if run.published is not None:
+        _echo_push(run.published)
 
 
-def _publish(work, url, keep_work, quiet) -> None:
-    from gbuf.render.blocks import publish
-
-    r = publish(work, url, keep_work=keep_work, progress=not quiet)
-    _echo_push(r, work, url, quiet)
-
-
-def _echo_push(r: dict, work, url: str, quiet: bool) -> None:
-    from gbuf.datasets.summary import human_bytes
+def _echo_push(published) -> None:
+    from gbuf.cli.share import echo_push
 
     # Always printed (also with --quiet): the last line says what reached the URL.
-    kept = (f"working store {work} removed (what was sent read back and checked)" if r.get("work_removed")
-            else f"working store {work} kept")
-    click.echo(f"pushed {url}: {r['sent_files']} file(s), {human_bytes(r['sent_bytes'])} sent, "
-               f"{r['skipped_files']} already there; {r['files']} file(s), {human_bytes(r['total_bytes'])} "
-               f"in all; {kept}")
-
-
-def _echo_plan(result, blocks_of) -> None:
-    import gbuf.datasets as gd
-    from gbuf.render.blocks import pending_blocks
-
-    pending, count = pending_blocks(result.output, result.sequence, blocks_of)
-    seq = gd.open(result.output, mode="r")[result.sequence]
-    fps = seq[seq.resolutions[0]].frames_per_shard
-    # Always printed (also with --quiet): scripts read the last line.
-    click.echo(f"{result.output}/{result.sequence}: {result.num_frames} frames, blocks 0..{count - 1} of "
-               f"{blocks_of or fps} frames ({fps} per shard), {len(pending)} to render")
-
-
-def _render_on_ray(scenes, output, address, blocks_of, retries, quiet, opts) -> None:
-    from gbuf.render.blocks import render_on_ray
-
-    if opts["block"] is not None or opts["plan"]:
-        raise GbufError("render: --ray plans and runs every block itself; leave out --block/--plan")
-    if opts["overwrite"]:
-        raise GbufError("render: --overwrite is not supported with --ray; remove the sequence first")
-    forwarded = ["--resolution", opts["resolution"], "--scale", str(opts["scale"]), "--lr-mode", opts["lr_mode"],
-                 "--device", opts["device"], "--seed", str(opts["seed"]),
-                 "--denoise" if opts["denoise"] else "--no-denoise"]
-    for flag, key in (("--frames", "frames"), ("--samples", "samples"), ("--passes", "passes"),
-                      ("--sequence", "sequence"), ("--frames-per-shard", "frames_per_shard")):
-        if opts[key] is not None:
-            forwarded += [flag, str(opts[key])]
-    if opts["allow_scripts"]:
-        forwarded.append("--allow-scripts")
-    result = render_on_ray(list(scenes), output, address=address or None, render_options=forwarded,
-                           blocks_of=blocks_of, max_retries=retries,
-                           echo=None if quiet else (lambda msg: click.echo(msg, err=True)),
-                           work_dir=opts["work_dir"], keep_work=opts["keep_work"], progress=not quiet)
-    click.echo(f"{result.work_store or result.output}: {', '.join(result.sequences)}: {result.blocks_run} block "
-               f"task(s) run, {result.blocks_skipped} already complete, {result.verified_frames} frames verified, "
-               f"{result.seconds:.1f} s")
-    if result.published is not None:
-        _echo_push(result.published, result.work_store, result.output, quiet)
+    kept = (f"working store {published.work_store} removed (what was sent read back and checked)"
+            if published.work_removed else f"working store {published.work_store} kept")
+    echo_push(published.push, what=published.url, tail=f"; {kept}")
 
 
 def _echo_result(result, quiet) -> None:

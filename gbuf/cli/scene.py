@@ -1,4 +1,4 @@
-"""``gbuf scene``: list and build the procedural scene recipes (``gbuf.render.recipes``)."""
+"""``gbuf scene``: list, show and build the procedural scene recipes (``gbuf.render.recipes``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import click
 
 @click.group()
 def scene() -> None:
-    """List and build the procedural scene recipes."""
+    """List, show and build the procedural scene recipes."""
 
 
 @scene.command("list")
@@ -25,12 +25,25 @@ def list_() -> None:
 
 @scene.command()
 @click.argument("name")
+def show(name: str) -> None:
+    """What recipe NAME builds and what its --seed varies."""
+    from gbuf.render import recipes
+
+    found = recipes.info(name)
+    click.echo(f"{found.name}: {found.description}")
+    click.echo(f"--seed varies: {found.seed_varies}")
+    click.echo(f"source: {found.path}")
+
+
+@scene.command()
+@click.argument("name")
 @click.argument("out", metavar="OUT.blend", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--seed", default=0, show_default=True, type=int, help="Varies layout, colours, paths.")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Varies layout, materials, lights and time of day; `gbuf scene show NAME` says what exactly.")
 @click.option("--frames", type=click.IntRange(min=1), help="Frames 1..N (default: the recipe's, 48).")
 def build(name: str, out: Path, seed: int, frames: int | None) -> None:
     """Build recipe NAME into OUT.blend (a scene that ``gbuf render`` accepts)."""
     from gbuf.render import recipes
 
     path = recipes.build_blend(name, out, seed=seed, frames=frames)
-    click.echo(f"{path}: recipe {name}, seed {seed}")
+    click.echo(f"{path}: recipe {name}, seed {seed} (the seed varies {recipes.info(name).seed_varies})")

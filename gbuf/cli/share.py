@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 import click
 
 
@@ -9,6 +10,21 @@ def register(group: click.Group) -> None:
     group.add_command(push)
     group.add_command(pull)
     group.add_command(card)
+
+
+def transfer_bar(enabled: bool = True):
+    """A ``progress(label, bytes_done, bytes_total)`` callback drawing a bar in bytes (or None)."""
+    from gbuf.cli._output import progress_bar
+
+    return progress_bar(enabled, unit="bytes")
+
+
+def echo_push(r, *, what: str, tail: str = "") -> None:
+    """The one line that says what a push (a ``PushResult``) sent; ``what``: where it went."""
+    from gbuf.datasets.summary import human_bytes
+
+    click.echo(f"pushed {what}: {r.sent_files} file(s), {human_bytes(r.sent_bytes)} sent, "
+               f"{r.skipped_files} already there; {r.files} file(s), {human_bytes(r.total_bytes)} in all{tail}")
 
 
 @click.command("push")
@@ -29,12 +45,10 @@ def push(ds: str, url: str, jobs: int, force: bool, readback: bool, license_: st
     and push keeps a hash cache and the dataset id in DS/.gbuf/.
     """
     from gbuf.datasets.sharing import push as push_store
-    from gbuf.datasets.summary import human_bytes
 
-    r = push_store(ds, url, jobs=jobs, force=force, progress=True, readback=readback, license=license_)
-    click.echo(f"pushed {ds} -> {url}: {r['sent_files']} file(s), {human_bytes(r['sent_bytes'])} sent, "
-               f"{r['skipped_files']} already there; {r['files']} file(s), "
-               f"{human_bytes(r['total_bytes'])} in all")
+    with transfer_bar() as progress:
+        r = push_store(ds, url, jobs=jobs, force=force, progress=progress, readback=readback, license=license_)
+    echo_push(r, what=f"{ds} -> {url}")
 
 
 @click.command("pull")
@@ -52,10 +66,11 @@ def pull(url: str, ds: str, jobs: int, force: bool, frame_check: bool) -> None:
     from gbuf.datasets.sharing import pull as pull_store
     from gbuf.datasets.summary import human_bytes
 
-    r = pull_store(url, ds, jobs=jobs, force=force, progress=True, frame_check=frame_check)
-    checked = f"; {r['frames_verified']} frame(s) verified" if frame_check else ""
-    click.echo(f"pulled {url} -> {ds}: {r['received_files']} file(s), {human_bytes(r['received_bytes'])} "
-               f"received (sha256 checked), {r['skipped_files']} already there{checked}")
+    with transfer_bar() as progress:
+        r = pull_store(url, ds, jobs=jobs, force=force, progress=progress, frame_check=frame_check)
+    checked = f"; {r.frames_verified} frame(s) verified" if frame_check else ""
+    click.echo(f"pulled {url} -> {ds}: {r.received_files} file(s), {human_bytes(r.received_bytes)} "
+               f"received (sha256 checked), {r.skipped_files} already there{checked}")
 
 
 @click.command("card")

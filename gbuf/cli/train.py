@@ -1,40 +1,22 @@
 """``gbuf train``, ``gbuf eval``, ``gbuf upscale`` (issue 6).
 
 Each command parses its options and calls one library function
-(``gbuf.train.trainer.train``, ``gbuf.train.evaluate.evaluate``,
+(``gbuf.train.trainer.train_from``, ``gbuf.train.evaluate.evaluate``,
 ``gbuf.train.upscale.upscale``); torch is imported only inside the command body.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import click
 
-from gbuf.errors import GbufError
-
-DEVICES = click.Choice(["auto", "cpu", "cuda"], case_sensitive=False)
+from gbuf.cli._options import DEVICES, threads_option
 
 
 def _device(value: str | None) -> str | None:
     return None if value is None else value.lower()
-
-
-def _parse_set(items) -> dict:
-    """``--set data.val_frames=50`` -> ``{"data.val_frames": 50}`` (values read as TOML, else text)."""
-    import tomllib
-
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise GbufError(f"--set {item!r}: expected KEY=VALUE, e.g. data.val_frames=50")
-        key, text = item.split("=", 1)
-        try:
-            value = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = text
-        out[key.strip()] = value
-    return out
 
 
 @click.command()
@@ -57,9 +39,15 @@ def _parse_set(items) -> dict:
 @click.option("--log-every", type=int, help="Log scalars every N iterations.")
 @click.option("--set", "extra", multiple=True, metavar="KEY=VALUE", help="Any option by its dotted name, e.g. data.val_frames=50.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its newest checkpoint.")
+@click.option("--init", "init", metavar="CKPT",
+              help="Start from these weights (a gbuf or the authors' checkpoint; keys and shapes must match).")
+@click.option("--init-weights", type=click.Choice(["ema", "params"]),
+              help="Which weights of --init: ema (params_ema when present, else params; default) or params.")
+@threads_option
 def train(model, data, lr_group, config_file, out, iters, batch_size, frames, patch, learning_rate, device, amp,
-          workers, seed, val_every, ckpt_every, log_every, extra, resume) -> None:
+          workers, seed, val_every, ckpt_every, log_every, extra, resume, init, init_weights, threads) -> None:
     """Train MODEL on a gbuf dataset with the RDG recipe (single process or torchrun)."""
+    from gbuf.config_files import parse_set
     from gbuf.train import trainer
 
     flags = {
@@ -67,15 +55,51 @@ def train(model, data, lr_group, config_file, out, iters, batch_size, frames, pa
         "data.batch_size": batch_size, "data.frames": frames, "data.patch": patch, "optim.lr": learning_rate,
         "run.device": _device(device), "run.amp": amp, "data.workers": workers, "run.seed": seed,
         "run.val_every": val_every, "run.ckpt_every": ckpt_every, "run.log_every": log_every,
+        "init": init, "init_weights": init_weights,
     }
-    overrides = {**_parse_set(extra), **{k: v for k, v in flags.items() if v is not None}}
-    config = trainer.resolve_config(config_file=config_file, overrides=overrides, resume=resume, out=out)
-    result = trainer.train(config, resume=resume)
+    overrides = {**parse_set(extra), **{k: v for k, v in flags.items() if v is not None}}
+    with _train_output() as progress:
+        result = trainer.train_from(config_file=config_file, overrides=overrides, out=out, resume=resume,
+                                    threads=threads, progress=progress)
     if result.interrupted:
         sys.exit(130)
     if result.checkpoint is not None:
         best = "" if result.best_psnr is None else f"; best validation PSNR {result.best_psnr:.2f} dB"
-        click.echo(f"trained {config.model} to step {result.step}: {result.checkpoint}{best}")
+        click.echo(f"trained {result.config.model} to step {result.step}: {result.checkpoint}{best}")
+
+
+@contextlib.contextmanager
+def _train_output():
+    """The trainer's log lines on stderr and, on a terminal, a progress bar; yields the bar's callback."""
+    from gbuf.cli._output import console as cli_console
+    from gbuf.cli._output import show_library_logs
+
+    console = cli_console()
+    show_library_logs()
+    bar = None
+    try:
+        if console.is_terminal:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+                           TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console)
+            task = None
+
+            def progress(label: str, done: int, total: int) -> None:
+                nonlocal task
+                if task is None:
+                    bar.start()
+                    task = bar.add_task(label, total=total, completed=done)
+                else:
+                    bar.update(task, description=label, completed=done, total=total)
+
+            yield progress
+        else:
+            yield None
+    finally:
+        if bar is not None:
+            bar.stop()
 
 
 def _sequences(values) -> list[str] | None:
@@ -103,27 +127,23 @@ def _sequences(values) -> list[str] | None:
 @click.option("--profile-row", type=int, help="HR pixel row of the temporal profile (default: the middle).")
 @click.option("--device", type=DEVICES, default="auto", show_default=True)
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="off", show_default=True)
+@threads_option
 def eval_(models, checkpoints, data, lr_group, sequences, table, plot, segment_frames, y_channel, crop_border,
-          vmaf, lpips_weights, weights, profile_row, device, amp) -> None:
+          vmaf, lpips_weights, weights, profile_row, device, amp, threads) -> None:
     """Evaluate MODEL(s) on a gbuf dataset: PSNR, SSIM, VMAF, LPIPS, E_warp."""
     from gbuf.train import evaluate
 
-    learned = [m for m in models if m != evaluate.BICUBIC]
-    if len(checkpoints) != len(learned):
-        raise GbufError(f"--ckpt given {len(checkpoints)} time(s) for {len(learned)} model(s) other than "
-                        f"bicubic ({', '.join(learned) or 'none'}): give one per model, in order")
-    it = iter(checkpoints)
-    pairs = [(m, None if m == evaluate.BICUBIC else next(it)) for m in models]
+    pairs = evaluate.parse_models(models, checkpoints)
     report = evaluate.evaluate(
         pairs, data, sequences=_sequences(sequences), lr_group=lr_group, segment_frames=segment_frames,
         device=_device(device), amp=amp, y_channel=y_channel, crop=crop_border, vmaf=vmaf,
-        lpips_weights=lpips_weights, weights=weights, profile_row=profile_row,
-        progress=lambda text: click.echo(text, err=True))
+        lpips_weights=lpips_weights, weights=weights, profile_row=profile_row, table=table, plot=plot,
+        threads=threads, progress=lambda text: click.echo(text, err=True))
     click.echo(evaluate.table_markdown(report), nl=False)
-    if table:
-        click.echo(f"table: {evaluate.write_table(report, table)}")
-    if plot:
-        click.echo(f"plot: {evaluate.write_plot(report, plot)}")
+    if report.table:
+        click.echo(f"table: {report.table}")
+    if report.plot:
+        click.echo(f"plot: {report.plot}")
 
 
 @click.command()
@@ -143,14 +163,15 @@ def eval_(models, checkpoints, data, lr_group, sequences, table, plot, segment_f
 @click.option("--weights", type=click.Choice(["ema", "params"]), default="ema", show_default=True)
 @click.option("--device", type=DEVICES, default="auto", show_default=True)
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="off", show_default=True)
+@threads_option
 def upscale(model, checkpoint, data, sequence, out, lr_group, video, compare, exr, png, crop, fps, segment_frames,
-            weights, device, amp) -> None:
+            weights, device, amp, threads) -> None:
     """Upscale a sequence with MODEL and write frames or a video."""
     from gbuf.train import upscale as up
 
     result = up.upscale(model, data, sequence, out, checkpoint=checkpoint, lr_group=lr_group,
                         segment_frames=segment_frames, device=_device(device), amp=amp, weights=weights, png=png,
-                        exr=exr, video=video, compare=compare, crop=up.parse_crop(crop), fps=fps,
+                        exr=exr, video=video, compare=compare, crop=crop, fps=fps, threads=threads,
                         progress=lambda text: click.echo(text, err=True))
     click.echo(f"{result.frames} frame(s) -> {result.out_dir}")
     for label, path in (("video", result.video), ("compare", result.compare_video), ("crops", result.crop_grid)):

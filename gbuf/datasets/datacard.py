@@ -39,9 +39,9 @@ CITATION = """@inproceedings{rdg2025,
 
 def set_license(store, license: str) -> None:
     """Record the license in the root attrs (the card shows it)."""
-    import zarr
+    from gbuf.datasets.zarr_backend import zarr
 
-    group = zarr.open_group(str(store), mode="r+")
+    group = zarr().open_group(str(store), mode="r+")
     attrs = dict(group.attrs.get(fmt.ATTRS_KEY, {}))
     attrs["license"] = license
     group.attrs[fmt.ATTRS_KEY] = attrs
@@ -157,8 +157,6 @@ def write_card(store, *, license: str | None = None) -> Path:
         open_store(root, mode="r")  # refuse non-gbuf folders before touching attrs
         set_license(root, license.strip())
     text = card_text(root)
-    path = root / CARD
-    tmp = path.with_name(f".{CARD}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+    from gbuf import fileio
+
+    return fileio.write_text(root / CARD, text)

@@ -92,12 +92,10 @@ def load_folder_frame(folder: str, path: Path) -> np.ndarray:
 
 def save_folder_frame(folder: str, path: Path, data: np.ndarray, image_encoding: str) -> None:
     if folder == "Image":
-        x = data.astype(np.float32)
-        if image_encoding != "srgb":
-            from gbuf.datasets.loader import linear_to_srgb
+        from gbuf.datasets.colour import srgb_encode, to_uint8
 
-            x = linear_to_srgb(x)
-        write_png(path, np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8))
+        x = data.astype(np.float32)
+        write_png(path, to_uint8(x if image_encoding == "srgb" else srgb_encode(x)))
         return
     if folder == "Depth":
         d = np.where(np.isfinite(data[..., 0]), data[..., 0], BLENDER_BACKGROUND_DEPTH).astype(np.float32)

@@ -8,6 +8,10 @@ the layout every gbuf model takes.
 The store is opened lazily in each process (nothing zarr-related is pickled), so
 the datasets work in DataLoader workers under any start method.
 
+``patch`` is the HR patch side everywhere (``CropDataset(patch=)``, ``gbuf train
+--patch``, ``data.patch``, the official ``gt_size``); the LR patch is ``patch /
+scale`` of the LR group, so ``patch`` must be a multiple of that scale.
+
 Normalisation ``"rdg"`` reproduces the official RDG loader: image display-referred
 in [0, 1] (a linear store is clipped and sRGB-encoded), normal ``(n + 1) / 2``, BRDF
 and depth min-max normalised per whole frame (using the per-frame ranges kept in
@@ -24,22 +28,17 @@ import numpy as np
 
 from gbuf.datasets import format as fmt
 from gbuf.datasets import store as _store
+from gbuf.datasets.colour import srgb_encode
 from gbuf.errors import GbufError
 
 NORMALISATIONS = (None, "rdg")
-
-
-def linear_to_srgb(x: np.ndarray) -> np.ndarray:
-    """The sRGB transfer function (Blender's 'Standard' view) on values clipped to [0, 1]."""
-    x = np.clip(x, 0.0, 1.0)
-    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1.0 / 2.4) - 0.055).astype(np.float32)
 
 
 def normalise_rdg(buffer: str, data: np.ndarray, ranges, image_encoding: str) -> np.ndarray:
     """Apply the official RDG normalisation to ``data`` (T, H, W, C) of one buffer."""
     data = data.astype(np.float32, copy=False)
     if buffer == "image":
-        return data if image_encoding == "srgb" else linear_to_srgb(data)
+        return data if image_encoding == "srgb" else srgb_encode(data)
     if buffer == "normal":
         return (data + 1.0) * 0.5
     if buffer in ("depth", "brdf", "emission", "diffuse_color", "glossy_color"):
@@ -114,11 +113,16 @@ def _read(res, buffers, t, y, x, normalize):
 class CropDataset(_StoreBacked):
     """Random crops of ``frames`` consecutive frames: an LR patch and its pixel-aligned HR patch.
 
+    ``patch`` is the side of the HR patch in pixels (as ``gbuf train --patch``); the
+    LR patch is ``patch / scale``, where ``scale`` is the LR group's (``patch`` must be
+    a multiple of it). With ``hr_buffers=()`` only the LR patch is read, still sized
+    ``patch / scale``.
+
     Item ``i`` is a pure function of ``(seed, i)``, so the data order is reproducible
     and a resumed training run sees exactly the crops it would have seen.
     """
 
-    def __init__(self, path, *, frames: int = 15, patch: int = 64, lr_group: str = fmt.LR,
+    def __init__(self, path, *, frames: int = 15, patch: int = 256, lr_group: str = fmt.LR,
                  lr_buffers=fmt.RDG_BUFFERS, hr_buffers=("image",), normalize: str | None = None,
                  length: int = 1000, seed: int = 0, sequences=None, storage_options=None):
         super().__init__(path, storage_options)
@@ -134,18 +138,31 @@ class CropDataset(_StoreBacked):
     def _usable(self, wanted) -> list[str]:
         names = list(wanted) if wanted else self.ds.sequences
         usable = []
+        lr_patches = set()
         for name in names:
             seq = self.ds[name]
             lr = seq[self.lr_group]
             _check_buffers(lr, self.lr_buffers, self.lr_group)
             if self.hr_buffers:
                 _check_buffers(seq[fmt.HR], self.hr_buffers, fmt.HR)
-            if lr.num_frames >= self.frames and lr.height >= self.patch and lr.width >= self.patch:
+            p = self._lr_patch(lr)
+            lr_patches.add(p)
+            # Frames complete in both groups: an interrupted HR group may have fewer than its LR group.
+            frames = min(lr.num_frames, seq[fmt.HR].num_frames) if self.hr_buffers else lr.num_frames
+            if frames >= self.frames and lr.height >= p and lr.width >= p:
                 usable.append(name)
         if not usable:
-            raise GbufError(f"{self.path}: no sequence has {self.frames} frames of at least "
-                            f"{self.patch}x{self.patch} in group {self.lr_group!r}")
+            sizes = " or ".join(f"{p}x{p}" for p in sorted(lr_patches))
+            raise GbufError(f"{self.path}: no sequence has {self.frames} frames of at least {sizes} "
+                            f"(HR patch {self.patch}) in group {self.lr_group!r}")
         return usable
+
+    def _lr_patch(self, lr) -> int:
+        """The LR patch side in ``lr``'s pixels: the HR patch / the group's scale."""
+        if self.patch % lr.scale:
+            raise GbufError(f"{lr.where}: patch {self.patch} (HR pixels) is not a multiple of the group's "
+                            f"scale {lr.scale}")
+        return self.patch // lr.scale
 
     def __len__(self) -> int:
         return self.length
@@ -156,9 +173,10 @@ class CropDataset(_StoreBacked):
         name = self.sequences[int(rng.integers(len(self.sequences)))]
         lr = self.ds[name][self.lr_group]
         frames = min(lr.num_frames, self.ds[name][fmt.HR].num_frames) if self.hr_buffers else lr.num_frames
+        p = self._lr_patch(lr)
         t0 = int(rng.integers(frames - self.frames + 1))
-        y0 = int(rng.integers(lr.height - self.patch + 1))
-        x0 = int(rng.integers(lr.width - self.patch + 1))
+        y0 = int(rng.integers(lr.height - p + 1))
+        x0 = int(rng.integers(lr.width - p + 1))
         return name, t0, y0, x0
 
     def __getitem__(self, index: int) -> dict:
@@ -168,7 +186,7 @@ class CropDataset(_StoreBacked):
         seq = self.ds[name]
         lr = seq[self.lr_group]
         t = slice(t0, t0 + self.frames)
-        p = self.patch
+        p = self._lr_patch(lr)
         out = _to_tensors(_read(lr, self.lr_buffers, t, slice(y0, y0 + p), slice(x0, x0 + p), self.normalize))
         if self.hr_buffers:
             s = lr.scale

@@ -8,7 +8,9 @@ legend and magnitudes, the BRDF and any optional buffer. ``write_video`` makes
 the same sheet for every frame of a sequence into an MP4 (PyAV), with colour
 scales fixed over the whole sequence so that colours mean the same in every frame.
 
-Drawing uses Pillow and numpy only: no matplotlib, no display.
+Drawing uses Pillow; the colour maps, HSV conversion and tick placement are
+matplotlib's (``matplotlib.colormaps``, ``matplotlib.colors``, ``matplotlib.ticker``,
+imported when first drawn; never pyplot, so no display and no backend).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from gbuf.datasets import format as fmt
+from gbuf.datasets.colour import srgb_encode, to_uint8
 from gbuf.errors import GbufError
 
 #: Tiles show the buffers at least this wide (small renders are enlarged by whole pixels) ...
@@ -40,25 +43,14 @@ DIM_TEXT = (160, 160, 170)
 NO_SURFACE = (0, 0, 0)
 INVALID = (255, 0, 255)  # NaN or infinite where a finite value belongs
 
-# Depth colour map, near to far (bright yellow through orange and red to deep violet).
-# Anchors of a perceptually ordered ramp; the far end is kept off black, which marks "no surface".
-_DEPTH_ANCHORS = np.array([
-    (252, 255, 164), (250, 193, 39), (245, 125, 21), (212, 72, 66),
-    (159, 42, 99), (101, 21, 110), (48, 12, 90),
-], dtype=np.float32) / 255.0
+# Depth colour map, near to far: matplotlib's perceptually ordered "inferno" run backwards, from
+# its bright yellow end (near) to deep violet (far). It stops short of inferno's black end,
+# because black marks "no surface".
+DEPTH_COLORMAP = "inferno"
+_DEPTH_FAR_END = 0.16
 
 
 # --------------------------------------------------------------------------- colour mappings
-
-
-def srgb_encode(linear: np.ndarray) -> np.ndarray:
-    """Linear [0, 1] -> sRGB-encoded [0, 1] (the piecewise IEC 61966-2-1 curve)."""
-    x = np.clip(linear, 0.0, 1.0)
-    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1.0 / 2.4) - 0.055)
-
-
-def to_uint8(rgb01: np.ndarray) -> np.ndarray:
-    return (np.clip(rgb01, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def image_facts(linear: np.ndarray) -> dict:
@@ -100,11 +92,12 @@ def _depth_position(depth: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def depth_ramp(position: np.ndarray) -> np.ndarray:
-    """Colours of the depth map for positions in [0, 1] (float RGB)."""
-    p = np.clip(position, 0.0, 1.0) * (len(_DEPTH_ANCHORS) - 1)
-    i = np.minimum(p.astype(np.int64), len(_DEPTH_ANCHORS) - 2)
-    f = (p - i)[..., None]
-    return _DEPTH_ANCHORS[i] * (1 - f) + _DEPTH_ANCHORS[i + 1] * f
+    """Colours of the depth map for positions in [0, 1], 0 near (float RGB)."""
+    from matplotlib import colormaps
+
+    p = np.clip(position, 0.0, 1.0)
+    rgba = colormaps[DEPTH_COLORMAP](1.0 - p * (1.0 - _DEPTH_FAR_END))
+    return rgba[..., :3].astype(np.float32)
 
 
 def colour_depth(depth: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -127,29 +120,17 @@ def colour_normal(normal: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Vectorised HSV -> RGB, all in [0, 1]."""
-    h6 = (h % 1.0) * 6.0
-    i = np.floor(h6).astype(np.int64) % 6
-    f = h6 - np.floor(h6)
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
-    out = np.zeros(h.shape + (3,), dtype=np.float32)
-    for k, (r, g, b) in enumerate(choices):
-        mask = i == k
-        out[mask] = np.stack([r[mask], g[mask], b[mask]], axis=-1)
-    return out
-
-
 def flow_colour(mx: np.ndarray, my: np.ndarray, scale: float) -> np.ndarray:
     """Flow wheel: hue = direction on screen (0 = right, a quarter turn = down), saturation = |m| / scale.
 
     Zero motion is white; a vector of length ``scale`` or more is fully saturated.
     The legend wheel uses the same function, so a colour reads off the wheel directly.
     """
+    from matplotlib.colors import hsv_to_rgb
+
     hue = (np.arctan2(my, mx) / (2 * np.pi)) % 1.0
     sat = np.clip(np.hypot(mx, my) / max(scale, 1e-12), 0.0, 1.0)
-    return hsv_to_rgb(hue, sat, np.ones_like(sat))
+    return hsv_to_rgb(np.stack([hue, sat, np.ones_like(sat)], axis=-1)).astype(np.float32)
 
 
 def motion_magnitude(motion: np.ndarray) -> np.ndarray:
@@ -284,23 +265,23 @@ def _resize(rgb: np.ndarray, size: tuple[int, int], zoom: float):
 
 
 def _nice_ticks(lo: float, hi: float, log: bool, count: int = 5) -> list[float]:
+    """Round tick values inside [lo, hi] (matplotlib's locators): 1-2-5 steps; on a log scale
+    1, 2 and 5 times the powers of ten, only the powers when that makes too many."""
+    from matplotlib import ticker
+
     if hi <= lo:
         return [lo]
+
+    def inside(locator) -> list[float]:
+        span = (hi - lo) * 1e-9
+        return [float(v) for v in locator.tick_values(lo, hi) if lo - span <= v <= hi + span]
+
     if log:
-        ticks = []
-        for exponent in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
-            for mantissa in (1, 2, 5):
-                v = mantissa * 10.0 ** exponent
-                if lo <= v <= hi:
-                    ticks.append(v)
+        ticks = inside(ticker.LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
         if len(ticks) > count + 2:
-            ticks = [t for t in ticks if str(t).lstrip("0.").startswith("1")] or ticks
+            ticks = inside(ticker.LogLocator(base=10.0, subs=(1.0,), numticks=count + 2)) or ticks
         return ticks or [lo, hi]
-    raw = (hi - lo) / count
-    magnitude = 10.0 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
-    first = math.ceil(lo / step) * step
-    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+    return inside(ticker.MaxNLocator(nbins=count, steps=[1, 2, 5, 10]))
 
 
 def _fmt(v: float) -> str:

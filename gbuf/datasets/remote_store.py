@@ -26,13 +26,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
 
+from gbuf import fileio
+from gbuf.datasets.sharing.manifest import MANIFEST, Entry, Manifest
 from gbuf.errors import GbufError
 
 CACHE_ENV = "GBUF_CACHE_DIR"
-MANIFEST = "gbuf-manifest.json"  # as written by gbuf.datasets.sharing
 OPTIONS_ENV = "GBUF_STORAGE_OPTIONS"
 
 
@@ -143,18 +143,16 @@ _VERSION_FIELDS = ("ETag", "etag", "Content-MD5", "Digest", "md5", "md5Hash", "c
                    "mtime", "ino", "created")
 
 
-def _manifest_entries(raw: bytes) -> dict:
-    """``{key: {"size", "sha256"}}`` from a gbuf-manifest.json, or {} if it is not one."""
+def _manifest_entries(raw: bytes) -> dict[str, Entry]:
+    """The files of a gbuf-manifest.json, or {} if it is not a valid one (objects are then keyed by ETag)."""
     try:
-        manifest = json.loads(raw)
-        files = manifest["files"] if manifest.get("format") == "gbuf-manifest" else {}
-    except (ValueError, AttributeError, KeyError, TypeError):
+        return Manifest.from_bytes(raw, MANIFEST).files
+    except GbufError:
         return {}
-    return {k: v for k, v in files.items() if isinstance(v, dict) and isinstance(v.get("size"), int)
-            and isinstance(v.get("sha256"), str) and len(v["sha256"]) == 64} if isinstance(files, dict) else {}
 
 
 def _cached_store_class():
+    from zarr.abc.store import Store
     from zarr.storage import WrapperStore
 
     class _CachedStore(WrapperStore):
@@ -189,7 +187,7 @@ def _cached_store_class():
             entry = self._manifest.get(key)
             version = None
             if entry is not None:
-                version = (f"sha256-{entry['sha256']}", entry["sha256"], entry["size"])
+                version = (f"sha256-{entry.sha256}", entry.sha256, entry.size)
             else:
                 fs, path = getattr(self._store, "fs", None), getattr(self._store, "path", None)
                 info = None
@@ -224,13 +222,23 @@ def _cached_store_class():
                 raise GbufError(f"{self._where(key)}: does not match its sha256 in {MANIFEST} (corrupted, "
                                 f"or the store was pushed again since it was opened: open it again)")
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)  # atomic: other workers see all of it or none
+            fileio.write_bytes(path, data)  # atomic: other workers see all of it or none
             return prototype.buffer.from_bytes(_slice(data, byte_range))
 
         async def get_partial_values(self, prototype, key_ranges):
             return [await self.get(key, prototype, rng) for key, rng in key_ranges]
+
+        # zarr 3.4 reads a shard's inner chunks through get_ranges and metadata through
+        # _get_many, which WrapperStore hands straight to the wrapped store: both must come
+        # through get() above, or every range is a request again and nothing is cached.
+        async def get_ranges(self, key, byte_ranges, *, prototype, **coalescing):
+            options = {k: v for k, v in coalescing.items() if v is not None}  # None: the default
+            async for group in Store.get_ranges(self, key, byte_ranges, prototype=prototype, **options):
+                yield group
+
+        async def _get_many(self, requests):
+            for key, prototype, byte_range in requests:
+                yield key, await self.get(key, prototype, byte_range)
 
         def __repr__(self) -> str:
             return f"CachedStore({self._store!r}, cache={self.folder})"

@@ -2,24 +2,43 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from gbuf.datasets import store as _store
 
 
 def _disk_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    """Bytes of the files under ``path``; symbolic links are not followed (nor counted)."""
+    total = 0
+    for folder, _, files in os.walk(path, followlinks=False):
+        for name in files:
+            st = os.lstat(os.path.join(folder, name))
+            if not os.path.islink(os.path.join(folder, name)):
+                total += st.st_size
+    return total
 
 
 def info(path, *, storage_options: dict | None = None) -> dict:
     """A summary: dataset attrs, and per sequence and resolution: size, frames, buffers, bytes."""
+    from gbuf.datasets.integrity import links_outside
+
     ds = _store.open(path, mode="r", storage_options=storage_options)
     local = ds.local_path
-    out = {"path": str(path), "attrs": ds.attrs, "sequences": {}}
+    out = {"path": str(path), "attrs": ds.attrs, "sequences": {},
+           # Not followed, not counted: info never reads outside the store.
+           "links_outside": links_outside(local) if local else {}}
     total = 0
-    for seq in ds:
+    links = out["links_outside"]
+    for name in ds.sequences:
+        if name in links:
+            continue  # reached through a link out of the store: not read
+        seq = ds[name]
         entry = {"attrs": seq.attrs, "resolutions": {}}
-        for res in (seq[r] for r in seq.resolutions):
+        for res in (seq[r] for r in seq.resolutions if f"{name}/{r}" not in links):
+            for pack in res.packs:
+                if f"{name}/{res.name}/{pack}" not in links:
+                    res.array(pack)  # its metadata checked against the attrs: a damaged one is one line
             size = _disk_bytes(local / seq.name / res.name) if local else None
             total += size or 0
             entry["resolutions"][res.name] = {
@@ -63,4 +82,9 @@ def format_info(summary: dict) -> str:
                          f"{human_bytes(r['bytes'])}{state}")
             for b, spec in r["buffers"].items():
                 lines.append(f"      {b:<14} {spec['channels']} ch  {spec['dtype']}")
+    links = summary.get("links_outside") or {}
+    if links:
+        lines.append(f"  note: {len(links)} symbolic link(s) out of the store ignored (not followed, not counted; "
+                     f"`gbuf dataset verify` lists them): {', '.join(sorted(links)[:3])}"
+                     + (" ..." if len(links) > 3 else ""))
     return "\n".join(lines)

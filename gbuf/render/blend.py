@@ -9,11 +9,14 @@ The file is checked to be a .blend (its header) before Blender sees it.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import os
+import sys
 from pathlib import Path
 
-from gbuf.errors import GbufError
+from gbuf.errors import GbufError, error_line
 
 #: Every .blend starts with this, after decompression ("BLENDER-v279", "BLENDER17-01v0500", ...).
 BLEND_MAGIC = b"BLENDER"
@@ -81,7 +84,7 @@ def open_blend(path, *, allow_scripts: bool = False):
     try:
         bpy.ops.wm.open_mainfile(filepath=str(p.resolve()), load_ui=False, use_scripts=bool(allow_scripts))
     except RuntimeError as err:
-        raise GbufError(f"{p}: Blender cannot open it ({_first_line(err)})") from None
+        raise GbufError(f"{p}: Blender cannot open it ({error_line(err, last=True)})") from None
     return bpy.context.scene
 
 
@@ -95,7 +98,25 @@ def scene_camera(scene, where):
     return camera
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else type(err).__name__
+@contextlib.contextmanager
+def native_output_to(log_path: str | os.PathLike = os.devnull):
+    """Send what Blender's C code prints (render status, "Info: Saved" lines) to a log file, not the terminal."""
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        yield
+    finally:
+        libc.fflush(None)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, log):
+            os.close(fd)

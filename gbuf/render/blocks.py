@@ -16,29 +16,31 @@ The pattern (docs/scaling.md):
 
 ``render_on_ray`` drives this on a Ray cluster (or a local Ray instance); the same
 ``--block K`` call is the unit of work for Slurm arrays or Kubernetes indexed jobs.
-
-Rendering to a URL (``s3://``, ``gs://``, ``az://``, ...): frames are written into a
-local *working store* (``work_store_for``), which is published to the URL with the
-verified, incremental ``gbuf.datasets.sharing.push`` once the whole render is
-complete (``publish``). The destination is checked before anything is rendered
-(``check_destination``). The working store persists, so an interrupted render
-resumes there and the rerun's push sends only what the destination lacks.
+With a URL as output it renders into a local working store and pushes it once, at
+the end (``gbuf.render.publish``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
+import functools
+import logging
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gbuf.errors import GbufError
+from gbuf.render import publish as _publish
+from gbuf.render.settings import RenderSettings
+
+if TYPE_CHECKING:
+    from gbuf.datasets.sharing import Progress
 
 #: Exit status of a gbuf command for bad input: retrying such a task cannot help.
 USER_ERROR = 2
@@ -87,6 +89,31 @@ def pending_blocks(store, sequence: str, frames_per_block: int | None = None) ->
     return pending, len(blocks)
 
 
+@dataclasses.dataclass(frozen=True)
+class BlockPlan:
+    """A planned sequence's blocks: how many, of how many frames, and which are not yet complete."""
+
+    store: str
+    sequence: str
+    num_frames: int
+    frames_per_shard: int
+    frames_per_block: int
+    blocks: int
+    pending: list[int]
+
+
+def block_plan(store, sequence: str, frames_per_block: int | None = None) -> BlockPlan:
+    """The blocks of ``sequence`` in ``store`` (``frames_per_block`` as for ``plan_blocks``)."""
+    import gbuf.datasets as gd
+
+    pending, count = pending_blocks(store, sequence, frames_per_block)
+    seq = gd.open(store, mode="r")[sequence]
+    first = seq[seq.resolutions[0]]
+    fps = first.frames_per_shard
+    return BlockPlan(store=str(store), sequence=sequence, num_frames=first.planned_frames, frames_per_shard=fps,
+                     frames_per_block=frames_per_block or fps, blocks=count, pending=pending)
+
+
 # ------------------------------------------------------------------------------------ Ray driver
 
 
@@ -109,9 +136,35 @@ class RayRenderResult:
     blocks_skipped: int
     seconds: float
     verified_frames: int
-    #: With a URL as output: the local working store, and ``sharing.push``'s counts.
+    #: With a URL as output: the local working store, and its push to the URL.
     work_store: str | None = None
-    published: dict | None = None
+    published: _publish.PublishResult | None = None
+
+
+def cli_options(settings: RenderSettings, *, frames: tuple[int, int] | None = None, sequence: str | None = None,
+                frames_per_shard: int | None = None, allow_scripts: bool = False) -> list[str]:
+    """The ``gbuf render`` options that make a CLI call render with these settings.
+
+    Every block task (and the plan call) is such a call, so what reaches a task is
+    exactly what ``make_settings`` accepts back: the sequence records the same
+    settings whichever process renders it. ``--opt=value`` keeps a negative frame
+    number from reading as an option.
+    """
+    w, h = settings.resolution
+    options = [f"--resolution={w}x{h}", f"--scale={settings.scale}", f"--lr-mode={settings.lr_mode}",
+               f"--device={settings.device}", f"--seed={settings.seed}", f"--passes={','.join(settings.buffers)}",
+               "--denoise" if settings.denoise else "--no-denoise"]
+    if settings.samples is not None:
+        options.append(f"--samples={settings.samples}")
+    if frames is not None:
+        options.append(f"--frames={int(frames[0])}:{int(frames[1])}")
+    if sequence is not None:
+        options.append(f"--sequence={sequence}")
+    if frames_per_shard is not None:
+        options.append(f"--frames-per-shard={int(frames_per_shard)}")
+    if allow_scripts:
+        options.append("--allow-scripts")
+    return options
 
 
 def _gbuf_command(scene: str | None, output: str, options: list[str], extra: list[str]) -> list[str]:
@@ -160,56 +213,97 @@ def _plan_task(command: list[str]) -> tuple[int, str]:
     return _run_gbuf(command)
 
 
-def render_on_ray(scenes: list[str | None], output: str, *, address: str | None = None,
-                  render_options: list[str] | None = None, blocks_of: int | None = None,
-                  max_retries: int = 2, local_cpus: int = 2, verify: bool = True,
-                  echo=None, work_dir=None, keep_work: bool = True, storage_options: dict | None = None,
-                  progress: bool = False) -> RayRenderResult:
+#: The logger of Ray's notice that a new local instance uses token authentication.
+RAY_TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
+RAY_TOKEN_NOTICE = "Token authentication is enabled for this Ray cluster"
+
+
+class _DropTokenNotice(logging.Filter):
+    """Drops Ray's "token authentication is enabled" notice, and nothing else.
+
+    Ray prints it on every start of a local instance: the token is generated and
+    kept in ~/.ray by Ray itself, the instance lives as long as this job, and the only
+    advice it gives (turn authentication off) would make things worse, so there is
+    nothing for a gbuf user to do. Its other messages (for example that a cluster
+    runs *without* authentication) stay.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(RAY_TOKEN_NOTICE)
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, local_cpus: int = 2):
+    """``ray.init`` for a block job (a local instance of ``local_cpus`` CPUs when ``address`` is None,
+    stopped on exit), without Ray's token notice."""
+    import ray
+
+    token_log = logging.getLogger(RAY_TOKEN_LOGGER)
+    quiet = _DropTokenNotice()
+    token_log.addFilter(quiet)
+    try:
+        if address is None:
+            ray.init(num_cpus=int(local_cpus), include_dashboard=False, log_to_driver=False,
+                     object_store_memory=80 * 2**20)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    finally:
+        token_log.removeFilter(quiet)
+    try:
+        yield ray
+    finally:
+        if address is None:
+            ray.shutdown()
+
+
+def render_on_ray(scenes: Sequence[str | None], output: str, settings: RenderSettings = RenderSettings(), *,
+                  frames: tuple[int, int] | None = None, sequence: str | None = None,
+                  frames_per_shard: int | None = None, allow_scripts: bool = False,
+                  address: str | None = None, blocks_of: int | None = None, max_retries: int = 2,
+                  local_cpus: int = 2, verify: bool = True, echo: Callable[[str], None] | None = None,
+                  work_dir=None, keep_work: bool = True, storage_options: dict | None = None,
+                  progress: Progress | None = None) -> RayRenderResult:
     """Render ``scenes`` into ``output`` as one Ray job: one task per (sequence, block).
 
-    ``render_options``: ``gbuf render`` options shared by every call (resolution,
-    samples, seed, ...). ``address``: a running Ray cluster (``"auto"``, ``ray://...``,
-    ``HOST:PORT``); ``None`` starts a local instance with ``local_cpus`` CPUs and
-    stops it after. Blocks already complete are skipped; a task whose process fails
-    is retried up to ``max_retries`` times; bad input fails the job at once.
+    ``settings`` (``make_settings``), ``frames``, ``sequence``, ``frames_per_shard`` and
+    ``allow_scripts`` are those of ``gbuf.render.render``, shared by every task.
+    ``address``: a running Ray cluster (``"auto"``, ``ray://...``, ``HOST:PORT``);
+    ``None`` starts a local instance with ``local_cpus`` CPUs and stops it after.
+    Blocks already complete are skipped; a task whose process fails is retried up to
+    ``max_retries`` times; bad input fails the job at once. ``echo`` receives a line
+    per step.
 
     ``output`` may be a URL: the tasks write the working store (``work_dir``, default
-    ``work_store_for(output)``; on a multi-node cluster it must be on storage every
-    node mounts), and the driver pushes it to the URL once, after consolidation and
-    verification (``publish``; ``keep_work``, ``storage_options``, ``progress``).
-    The destination is checked before Ray starts.
+    ``publish.work_store_for(output)``; on a multi-node cluster it must be on storage
+    every node mounts), and the driver pushes it to the URL once, after consolidation
+    and verification (``keep_work``, ``storage_options``, ``progress`` as for
+    ``publish.publish``). The destination is checked before Ray starts.
     """
-    from gbuf.datasets import remote_store
+    job = functools.partial(_render_on_ray, scenes, settings=settings, frames=frames, sequence=sequence,
+                            frames_per_shard=frames_per_shard, allow_scripts=allow_scripts, address=address,
+                            blocks_of=blocks_of, max_retries=max_retries, local_cpus=local_cpus, echo=echo)
+    if not _publish.is_url(output):
+        _publish.check_work_options(output, work_dir, keep_work)
+        return job(str(output), verify=verify)
 
-    if not remote_store.is_url(str(output)):
-        if work_dir is not None or not keep_work:
-            raise GbufError(f"{output}: a working store (work_dir/keep_work) is only for a URL as output")
-        return _render_on_ray(scenes, output, address=address, render_options=render_options,
-                              blocks_of=blocks_of, max_retries=max_retries, local_cpus=local_cpus,
-                              verify=verify, echo=echo)
-    url = str(output)
-    work = work_store_for(url, work_dir)
-    check_destination(url, work, storage_options)
-    if address is not None and work_dir is None and echo is not None:
-        echo(f"working store {work}: on a cluster of several nodes it must be on storage every node mounts "
-             f"(--work-dir)")
-    try:
-        result = _render_on_ray(scenes, str(work), address=address, render_options=render_options,
-                                blocks_of=blocks_of, max_retries=max_retries, local_cpus=local_cpus,
-                                verify=True, echo=echo)
-    except GbufError as err:
-        raise GbufError(f"{err} ({unpublished_note(url, work)})") from None
-    result.published = publish(work, url, keep_work=keep_work, storage_options=storage_options,
-                               progress=progress)
-    result.output, result.work_store = url, str(work)
+    def render_into(work: Path) -> RayRenderResult:
+        if address is not None and work_dir is None and echo is not None:
+            echo(f"working store {work}: on a cluster of several nodes it must be on storage every node "
+                 f"mounts (--work-dir)")
+        return job(str(work), verify=True)  # verified before it is pushed
+
+    result, work, published = _publish.render_to_url(str(output), render_into, work_dir=work_dir,
+                                                     keep_work=keep_work, storage_options=storage_options,
+                                                     progress=progress)
+    result.output, result.work_store, result.published = str(output), str(work), published
     return result
 
 
-def _render_on_ray(scenes: list[str | None], output: str, *, address: str | None, render_options,
-                   blocks_of: int | None, max_retries: int, local_cpus: int, verify: bool,
-                   echo) -> RayRenderResult:
+def _render_on_ray(scenes: Sequence[str | None], output: str, *, settings: RenderSettings, frames, sequence,
+                   frames_per_shard, allow_scripts: bool, address: str | None, blocks_of: int | None,
+                   max_retries: int, local_cpus: int, verify: bool, echo) -> RayRenderResult:
     try:
-        import ray
+        import ray  # noqa: F401
     except ImportError:
         raise GbufError("render --ray: Ray is not installed (pip install 'gbuf[share]')") from None
     from gbuf.datasets import writer as _writer
@@ -220,28 +314,22 @@ def _render_on_ray(scenes: list[str | None], output: str, *, address: str | None
         raise GbufError(f"{output}: render --ray writes to a directory every node mounts (NFS, Lustre, ...) "
                         f"or to an s3://, gs://, az://... URL (through a working store)")
     output = str(Path(output).resolve())
-    options = list(render_options or [])
+    options = cli_options(settings, frames=frames, sequence=sequence, frames_per_shard=frames_per_shard,
+                          allow_scripts=allow_scripts)
     started = time.perf_counter()
-    if not scenes:
-        scenes = [None]
+    scenes = list(scenes) or [None]
     stems = [Path(s).stem if s else "default" for s in scenes]
-    if len(set(stems)) != len(stems) and "--sequence" not in options:
+    if len(set(stems)) != len(stems) and sequence is None:
         raise GbufError(f"{output}: two scenes share a file name ({', '.join(stems)}); each becomes the sequence "
                         f"named after its file, so rename one")
-    if len(scenes) > 1 and "--sequence" in options:
+    if len(scenes) > 1 and sequence is not None:
         raise GbufError(f"{output}: --sequence names one sequence; several scenes each get their own")
     for scene in scenes:
         if scene is not None and not Path(scene).is_file():
             raise GbufError(f"{scene}: no such file")
     block_opts = [] if blocks_of is None else ["--blocks-of", str(int(blocks_of))]
 
-    started_here = address is None
-    if started_here:
-        ray.init(num_cpus=int(local_cpus), include_dashboard=False, log_to_driver=False,
-                 object_store_memory=80 * 2**20)
-    else:
-        ray.init(address=address, log_to_driver=False)
-    try:
+    with ray_session(address, local_cpus) as ray:
         plan = ray.remote(num_cpus=1, max_retries=max_retries)(_plan_task)
         block_task = ray.remote(**block_task_options(max_retries))(_block_task)
 
@@ -261,13 +349,13 @@ def _render_on_ray(scenes: list[str | None], output: str, *, address: str | None
 
         # 2. Blocks: one task each, skipping those already complete.
         futures, total, skipped = [], 0, 0
-        for scene, sequence in zip(scenes, sequences):
-            pending, count = pending_blocks(output, sequence, blocks_of)
+        for scene, name in zip(scenes, sequences):
+            pending, count = pending_blocks(output, name, blocks_of)
             total += count
             skipped += count - len(pending)
             for k in pending:
                 command = _gbuf_command(scene, output, options, ["--block", str(k), *block_opts])
-                futures.append(block_task.remote(command, sequence, k))
+                futures.append(block_task.remote(command, name, k))
         echo(f"{len(futures)} block task(s), {skipped} already complete")
         failures = []
         for result in ray.get(futures):
@@ -278,18 +366,15 @@ def _render_on_ray(scenes: list[str | None], output: str, *, address: str | None
                 echo(f"{result.sequence} block {result.block}: {result.seconds:.1f} s (pid {result.attempt_pid})")
         if failures:
             raise GbufError(f"{output}: " + "; ".join(failures))
-    finally:
-        if started_here:
-            ray.shutdown()
 
     # 3. Consolidate and verify (the last block task usually consolidated already).
     import gbuf.datasets as gd
 
     ds = gd.open(output, mode="r")
-    for sequence in sequences:
-        for group in ds[sequence].resolutions:
-            if not _writer.consolidate(output, sequence, group):
-                raise GbufError(f"{output}/{sequence}/{group}: not every shard was written")
+    for name in sequences:
+        for group in ds[name].resolutions:
+            if not _writer.consolidate(output, name, group):
+                raise GbufError(f"{output}/{name}/{group}: not every shard was written")
     checked = 0
     if verify:
         from gbuf.datasets.integrity import verify as verify_store
@@ -301,105 +386,3 @@ def _render_on_ray(scenes: list[str | None], output: str, *, address: str | None
     return RayRenderResult(output=output, sequences=sequences, blocks_total=total, blocks_run=len(futures),
                            blocks_skipped=skipped, seconds=time.perf_counter() - started,
                            verified_frames=checked)
-
-
-# ------------------------------------------------------------------------------ rendering to a URL
-
-
-def work_store_for(url: str, work_dir=None) -> Path:
-    """The local working store a render to ``url`` writes, to be pushed there when complete.
-
-    ``work_dir`` if given; else ``$GBUF_CACHE_DIR/render/<key>/<name>``, or
-    ``${XDG_CACHE_HOME:-~/.cache}/gbuf/render/<key>/<name>`` without it, where
-    ``<key>`` is the first 16 hex digits of the SHA-256 of the URL (without a trailing
-    ``/``) and ``<name>`` the URL's last path component (so the dataset card names it).
-    """
-    if work_dir is not None and str(work_dir).strip():
-        return Path(work_dir).expanduser().resolve()
-    from gbuf.datasets import remote_store
-
-    base = remote_store.cache_dir_for(None)
-    if base is None:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gbuf"
-    text = str(url).rstrip("/")
-    key = hashlib.sha256(text.encode()).hexdigest()[:16]
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", text.rsplit("/", 1)[-1]).lstrip(".") or "data"
-    return (base / "render" / key / name).expanduser().resolve()
-
-
-def check_destination(url: str, work: Path, storage_options: dict | None = None) -> None:
-    """Refuse, before anything is rendered, a destination the final push would refuse or cannot reach.
-
-    Reads the destination's manifest and push journal as push does (so wrong
-    credentials or an unreachable endpoint give push's one-line error); without
-    either, lists it once: it must be empty (and its bucket must exist). A
-    destination holding a gbuf dataset must be the working store's own dataset.
-    """
-    from gbuf.datasets import remote_store, sharing
-
-    if str(url).split("://")[0].lower() in ("http", "https"):
-        raise GbufError(f"{url}: http(s) is read-only; render to s3://, gs://, az:// or a folder, and serve that")
-    work = Path(work)
-    fs, root = remote_store.filesystem(url, storage_options)
-    with sharing._remote_errors(url, "reading the destination"):
-        marks = [sharing._read_json(fs, sharing._join(root, name), url)
-                 for name in (sharing.MANIFEST, sharing.JOURNAL)]
-        ids = {m.get("dataset_id") for m in marks if isinstance(m, dict)} - {None}
-        if not ids:
-            try:
-                entries = fs.ls(root, detail=False)
-            except FileNotFoundError:
-                entries = []
-            if entries:
-                raise GbufError(f"{url}: not empty and not a gbuf push destination; render to another URL "
-                                f"(or render with --work-dir DIR and `gbuf dataset push --force DIR {url}`)")
-            bucket = root.strip("/").split("/")[0]
-            if sharing._is_object_store(fs) and bucket:
-                try:
-                    fs.info(bucket)
-                except FileNotFoundError:
-                    raise GbufError(f"{url}: bucket {bucket!r} does not exist (create it first)") from None
-        with contextlib.suppress(Exception):
-            fs.invalidate_cache(root)  # push lists the destination afresh, maybe hours later
-    if not ids:
-        return
-    shown = ", ".join(sorted(map(str, ids)))
-    if not (work / "zarr.json").is_file():
-        raise GbufError(f"{url}: already holds a gbuf dataset (id {shown}) that the working store {work} does "
-                        f"not have; to add to it, `gbuf dataset pull {url} {work}` first (or give its working "
-                        f"store with --work-dir), else render to another URL")
-    work_id = sharing._dataset_id(work, sharing._root_attrs(work))
-    if work_id not in ids:
-        raise GbufError(f"{url}: holds another dataset (id {shown}) than the working store {work} "
-                        f"(id {work_id}); render to another URL or use that dataset's working store")
-
-
-def unpublished_note(url: str, work) -> str:
-    return f"nothing pushed to {url}; the working store is {work}"
-
-
-def publish(work, url: str, *, keep_work: bool = True, storage_options: dict | None = None,
-            progress: bool = False, jobs: int = 8) -> dict:
-    """Push the complete working store ``work`` to ``url`` (incremental, verified); returns push's counts.
-
-    ``keep_work=False`` reads every object this push sends back and compares its
-    SHA-256 (``readback``; objects already there were checked when they were sent),
-    then deletes the working store: the local copy goes only once the push is checked.
-    """
-    from gbuf.datasets import sharing
-
-    work = Path(work)
-    try:
-        result = sharing.push(work, url, jobs=jobs, storage_options=storage_options, progress=progress,
-                              readback=not keep_work)
-    except GbufError as err:
-        raise GbufError(f"{err} (the working store {work} is kept; fix this and rerun, or "
-                        f"`gbuf dataset push {work} {url}`)") from None
-    result["work_removed"] = False
-    if not keep_work:
-        shutil.rmtree(work)
-        result["work_removed"] = True
-        if work == work_store_for(url):
-            with contextlib.suppress(OSError):
-                work.parent.rmdir()  # the default working store's <key> folder, when empty
-    return result

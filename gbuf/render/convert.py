@@ -158,3 +158,33 @@ def camera_background_motion(view_projection: np.ndarray, previous_view_projecti
     # Float round-off of a still camera is not motion: keep it exactly zero.
     motion[np.abs(motion) < 1e-6] = 0.0
     return motion.astype(np.float32)
+
+
+#: Blender camera axes (x right, y up, looking down -z) -> OpenCV camera axes (x right, y down, +z).
+BLENDER_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+def camera_intrinsics(projection: np.ndarray, width: int, height: int) -> np.ndarray:
+    """3x3 K in pixels of a ``width`` x ``height`` image, OpenCV axes, from Blender's projection matrix.
+
+    Pixel coordinates are continuous, pixel (y, x) spanning [x, x+1) x [y, y+1). Written as the
+    map clip -> pixel composed with the projection and the axis flip, so sensor fit, lens shift
+    and pixel aspect all come from Blender's own ``calc_matrix_camera``. Perspective: pixel ~ K @ X.
+    Orthographic (the projection's last row is (0, 0, 0, 1)): pixel = K @ (x, y, 1), an affine map.
+    """
+    to_pixels = np.array([[width / 2.0, 0.0, 0.0, width / 2.0],
+                          [0.0, -height / 2.0, 0.0, height / 2.0],
+                          [0.0, 0.0, 0.0, 1.0]])
+    full = to_pixels @ np.asarray(projection, dtype=np.float64) @ BLENDER_TO_OPENCV
+    if is_orthographic(projection):
+        return np.stack([full[0, [0, 1, 3]], full[1, [0, 1, 3]], [0.0, 0.0, 1.0]])
+    return full[:, :3]
+
+
+def is_orthographic(projection: np.ndarray) -> bool:
+    return bool(abs(np.asarray(projection)[3, 3]) > 0.5)
+
+
+def world_to_camera(camera_to_world: np.ndarray) -> np.ndarray:
+    """4x4 Blender world -> OpenCV camera axes, from a camera's (normalised) ``matrix_world``."""
+    return BLENDER_TO_OPENCV @ np.linalg.inv(np.asarray(camera_to_world, dtype=np.float64))

@@ -13,20 +13,27 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import logging
 import os
 import re
 import signal
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gbuf.datasets import format as fmt
-from gbuf.errors import GbufError
+from gbuf.errors import GbufError, error_line
 from gbuf.render import blend as _blend
-from gbuf.render import convert, exr
-from gbuf.render.settings import RenderSettings, jitter_sequence, make_settings
+from gbuf.render import convert, exr, scenefiles
+from gbuf.render.settings import RenderSettings, ScaleOut, jitter_sequence, make_settings
+
+if TYPE_CHECKING:
+    from gbuf.progress import Progress
+    from gbuf.render.publish import PublishResult
+
+_log = logging.getLogger(__name__)
 
 #: What the first frame's motion means, recorded with every sequence (see animation.py).
 FIRST_FRAME_MOTION = (
@@ -49,13 +56,20 @@ class RenderResult:
     rendered: int            # frames rendered by this call
     resumed_from: int        # the first frame this call rendered (0 for a fresh sequence)
     seconds: float
+    #: With a URL as output (gbuf.render.job): the push of the working store, ``output``, to it.
+    published: PublishResult | None = None
 
 
 def render(scene=None, output=None, *, resolution=(1920, 1080), scale=4, frames=None, samples=None,
            denoise=True, lr_mode="render", device="cpu", passes=None, seed=0, sequence=None,
            overwrite=False, allow_scripts=False, quiet=False, frames_per_shard=None, block=None,
-           blocks_of=None, plan=False) -> RenderResult:
+           blocks_of=None, plan=False, progress: Progress | None = None, camera: str = "auto") -> RenderResult:
     """Render ``scene`` (a .blend path; ``None``: the default recipe) into the gbuf store ``output``.
+
+    ``scene`` may also be a .gltf/.glb, .fbx, .obj or .usd/.usda/.usdc/.usdz file, brought in
+    through Blender's importer (``gbuf.render.scenefiles``). ``camera``: ``keep`` the scene's
+    active camera, ``orbit`` (a camera circling the scene's bounds, a pure function of the
+    file's sha256 and ``seed``), or ``auto`` (keep; an imported file without a camera: orbit).
 
     ``frames``: ``(start, end)`` Blender frame numbers, inclusive (default: the
     scene's range). ``samples``: a fixed count, or ``None`` for adaptive sampling
@@ -79,24 +93,43 @@ def render(scene=None, output=None, *, resolution=(1920, 1080), scale=4, frames=
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gbuf-render-") as tmp:
         tmp = Path(tmp)
+        if camera not in scenefiles.CAMERA_MODES:
+            raise GbufError(f"render: camera {camera!r}: expected one of {', '.join(scenefiles.CAMERA_MODES)}")
         if scene is not None:
-            path = _blend.check_blend_file(scene)
+            path = scenefiles.check_scene_file(scene)
             source = {"path": path, "file": str(path.resolve()), "sha256": _blend.file_sha256(path),
                       "recipe": None}
-        console = None if quiet else _real_stderr()
-        try:
-            with _native_output_to(tmp / "blender.log"):
-                if scene is None:
-                    source = _default_scene(tmp, seed, frames)
-                result = _render_blend(source, str(output), settings, frames, sequence, overwrite,
-                                       allow_scripts, console, tmp,
-                                       dict(frames_per_shard=frames_per_shard, block=block,
+        if quiet:
+            progress = None
+        with _blend.native_output_to(tmp / "blender.log"):
+            if scene is None:
+                source = _default_scene(tmp, seed, frames)
+            source["camera_mode"] = camera
+            result = _render_blend(source, str(output), settings, frames, sequence, overwrite,
+                                   allow_scripts, progress, tmp,
+                                   ScaleOut(frames_per_shard=frames_per_shard, block=block,
                                             blocks_of=blocks_of, plan=plan))
-        finally:
-            if console is not None:
-                console.close()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _camera_path(scene, source: dict, settings: RenderSettings, start: int, end: int, where: str):
+    """Add the orbit camera when asked (or when the scene has none); its path, else None."""
+    mode = source.get("camera_mode", "auto")
+    # A .blend (or a recipe) is authored for rendering: without a camera it is refused unless
+    # --camera orbit; an imported file often has none and gets one.
+    imported = source["recipe"] is None and not scenefiles.is_blend(source["path"])
+    if mode == "keep" or (mode == "auto" and (scene.camera is not None or not imported)):
+        return None
+    if mode == "auto":
+        _log.warning("%s: scene %r has no active camera; rendering with an orbit camera around its bounds",
+                     where, scene.name)
+    identity = source["sha256"] or f"recipe:{source['recipe']}:{source.get('recipe_seed')}"
+    centre, radius = scenefiles.scene_bounds(scene, where)
+    fps = float(scene.render.fps) / float(scene.render.fps_base)
+    path = scenefiles.orbit_path(identity, settings.seed, 0, centre, radius, fps)
+    scenefiles.add_orbit_camera(scene, path, start, end)
+    return path
 
 
 def _check_frames(frames) -> tuple[int, int]:
@@ -120,19 +153,24 @@ def _default_scene(tmp: Path, seed: int, frames) -> dict:
 
 
 def _render_blend(source: dict, output: str, settings: RenderSettings, frames, sequence, overwrite,
-                  allow_scripts, console, tmp: Path, scale_out: dict | None = None) -> RenderResult:
+                  allow_scripts, progress, tmp: Path, scale_out: ScaleOut = ScaleOut()) -> RenderResult:
     import bpy
 
     from gbuf.datasets import SequenceWriter
     from gbuf.render import animation, passes
 
     where = source["file"] or f"recipe {source['recipe']}"
-    scene = _blend.open_blend(source["path"], allow_scripts=allow_scripts or source["recipe"] is not None)
-    camera = _blend.scene_camera(scene, where)
+    if source["recipe"] is None and not scenefiles.is_blend(source["path"]):
+        scene = scenefiles.import_scene(source["path"])
+        scenefiles.ensure_lights(scene, where)
+    else:
+        scene = _blend.open_blend(source["path"], allow_scripts=allow_scripts or source["recipe"] is not None)
     start, end = frames if frames is not None else (int(scene.frame_start), int(scene.frame_end))
     if end < start:
         raise GbufError(f"{where}: empty frame range {start}:{end}")
     num_frames = end - start + 1
+    camera_path = _camera_path(scene, source, settings, start, end, where)
+    camera = _blend.scene_camera(scene, where)
     # Devices first: a missing GPU is an error before anything is written.
     passes.configure_scene(scene, settings)
     if settings.lr_mode == "aliased":
@@ -155,6 +193,7 @@ def _render_blend(source: dict, output: str, settings: RenderSettings, frames, s
                   "recipe_seed": source.get("recipe_seed"), "recipe_frames": source.get("recipe_frames"),
                   "name": scene.name, "camera": camera.name, "view_layer": view_layer.name},
         "seed": settings.seed,
+        "camera_path": None if camera_path is None else camera_path.to_attrs(),
         "render_settings": settings.to_attrs(),
         "conventions": {"first_frame_motion": FIRST_FRAME_MOTION, "background_motion": BACKGROUND_MOTION,
                         "extended_fcurves": extended},
@@ -163,6 +202,9 @@ def _render_blend(source: dict, output: str, settings: RenderSettings, frames, s
     if jitter is not None:
         lr_attrs.update({"jitter": jitter, "jitter_convention": JITTER_NOTE})
     _check_resumable(output, name, sequence_attrs, overwrite)
+    cameras = camera_track(scene, camera, settings, start, end, jitter)
+    hr_attrs = {"kind": "render", fmt.CAMERA_KEY: cameras[fmt.HR]}
+    lr_attrs[fmt.CAMERA_KEY] = cameras[fmt.LR]
 
     (hw, hh), (lw, lh) = settings.hr_size, settings.lr_size
     # In the store's order (grouped by pack): what the writer records and compares on resume.
@@ -170,20 +212,22 @@ def _render_blend(source: dict, output: str, settings: RenderSettings, frames, s
     writer = SequenceWriter(output, name, num_frames=num_frames,
                             resolutions={fmt.HR: (hh, hw, buffers), fmt.LR: (lh, lw, buffers)},
                             sequence_attrs=sequence_attrs,
-                            resolution_attrs={fmt.HR: {"kind": "render"}, fmt.LR: lr_attrs},
-                            overwrite=overwrite, frames_per_shard=(scale_out or {}).get("frames_per_shard"))
+                            resolution_attrs={fmt.HR: hr_attrs, fmt.LR: lr_attrs},
+                            overwrite=overwrite, frames_per_shard=scale_out.frames_per_shard,
+                            # A block task only learns the layout here; its block writer below locks its frames.
+                            lock=scale_out.block is None)
     stop = num_frames
-    if scale_out and (scale_out["plan"] or scale_out["block"] is not None):
+    if scale_out.partial:
         from gbuf.render import blocks
 
         # The full-range writer above created every array with its final shape; a block
         # writer then owns only its shards.
-        if scale_out["plan"]:
+        if scale_out.plan:
             writer.close()
             return RenderResult(output=output, sequence=name, num_frames=num_frames, rendered=0,
                                 resumed_from=writer.next_frame, seconds=0.0)
-        block_range = blocks.block_range(num_frames, writer.frames_per_shard, scale_out["block"],
-                                         scale_out["blocks_of"], where=f"{output}/{name}")
+        block_range = blocks.block_range(num_frames, writer.frames_per_shard, scale_out.block,
+                                         scale_out.blocks_of, where=f"{output}/{name}")
         writer = SequenceWriter(output, name, num_frames=num_frames,
                                 resolutions={fmt.HR: (hh, hw, buffers), fmt.LR: (lh, lw, buffers)},
                                 sequence_attrs=sequence_attrs, frame_range=block_range)
@@ -193,18 +237,21 @@ def _render_blend(source: dict, output: str, settings: RenderSettings, frames, s
     # Blender releases the GIL while Cycles renders, so frame t is read back, converted and
     # appended on a worker thread while frame t+1 renders. One worker keeps appends in order;
     # frames alternate between two sets of EXR files so the two never share one.
-    with writer, _progress(console, num_frames, first, name) as advance, \
+    if progress is not None:
+        progress(name, first, num_frames)
+    with writer, \
             concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gbuf-append") as worker:
 
         def finish(rendered: _RenderedFrame) -> None:
             hr, lr = frame_renderer.convert(rendered)
             writer.append({fmt.HR: hr, fmt.LR: lr})
-            advance()
+            if progress is not None:
+                progress(name, writer.next_frame, num_frames)
 
         if first < stop:
             frame_renderer.set_previous(start + first - 1)
         pending = None
-        with _stop_between_frames(console) as stop_requested:
+        with _stop_between_frames() as stop_requested:
             for t in range(first, stop):
                 rendered = frame_renderer.render(start + t, None if jitter is None else jitter[t], slot=t % 2)
                 if pending is not None:
@@ -218,6 +265,58 @@ def _render_blend(source: dict, output: str, settings: RenderSettings, frames, s
                 pending.result()
     return RenderResult(output=output, sequence=name, num_frames=num_frames, rendered=stop - first,
                         resumed_from=first, seconds=0.0)
+
+
+def camera_matrices(scene, camera, width: int, height: int):
+    """(projection, camera-to-world) 4x4 of ``camera`` at the current frame, for a width x height render.
+
+    Blender's own ``calc_matrix_camera`` (sensor fit, lens shift, pixel aspect), unjittered:
+    the one source of the background motion and of the stored camera data.
+    """
+    import bpy
+    import numpy as np
+
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    cam = camera.evaluated_get(depsgraph)
+    render = scene.render
+    projection = np.array(cam.calc_matrix_camera(depsgraph, x=width, y=height, scale_x=render.pixel_aspect_x,
+                                                 scale_y=render.pixel_aspect_y))
+    return projection, np.array(cam.matrix_world.normalized())
+
+
+def camera_track(scene, camera, settings: RenderSettings, start: int, end: int, jitter) -> dict[str, dict]:
+    """Per-frame camera data of frames ``start..end`` for each group: ``{group: {field: list}}``.
+
+    Computed once, before rendering, since the camera path is known up front; stored in each
+    group's attrs (``fmt.CAMERA_KEY``, docs/format.md). ``jitter``: the LR jitter (aliased mode).
+    """
+    import bpy
+    import numpy as np
+
+    fields: dict[str, dict[str, list]] = {g: {f: [] for f in fmt.CAMERA_FIELDS} for g in (fmt.HR, fmt.LR)}
+    current = scene.frame_current
+    try:
+        for t, frame in enumerate(range(start, end + 1)):
+            scene.frame_set(frame)
+            data = camera.evaluated_get(bpy.context.evaluated_depsgraph_get()).data
+            # Cycles' film exposure: a linear multiplier already applied to the stored image.
+            exposure = float(scene.cycles.film_exposure)
+            for group in (fmt.HR, fmt.LR):
+                width, height = settings.hr_size if group == fmt.HR else settings.lr_size
+                projection, world = camera_matrices(scene, camera, width, height)
+                out = fields[group]
+                out["K"].append(convert.camera_intrinsics(projection, width, height).tolist())
+                out["world_to_camera"].append(convert.world_to_camera(world).tolist())
+                out["near"].append(float(data.clip_start))
+                out["far"].append(float(data.clip_end))
+                out["exposure"].append(exposure)
+                shift = jitter[t] if (jitter is not None and group == fmt.LR) else (0.0, 0.0)
+                out["jitter"].append([float(v) for v in np.asarray(shift, dtype=np.float64)])
+                out["cut"].append(False)   # one sequence is one continuous shot
+                out["orthographic"].append(convert.is_orthographic(projection))
+    finally:
+        scene.frame_set(current)
+    return fields
 
 
 @dataclasses.dataclass
@@ -243,16 +342,9 @@ class _FrameRenderer:
 
     def _view_projection(self):
         """Projection @ world-to-camera of the active camera at the current frame (unjittered)."""
-        import bpy
         import numpy as np
 
-        depsgraph = bpy.context.evaluated_depsgraph_get()
-        cam = self.camera.evaluated_get(depsgraph)
-        w, h = self.settings.hr_size
-        render = self.scene.render
-        projection = np.array(cam.calc_matrix_camera(depsgraph, x=w, y=h, scale_x=render.pixel_aspect_x,
-                                                     scale_y=render.pixel_aspect_y))
-        world = np.array(cam.matrix_world.normalized())
+        projection, world = camera_matrices(self.scene, self.camera, *self.settings.hr_size)
         return projection @ np.linalg.inv(world)
 
     def set_previous(self, frame: int) -> None:
@@ -296,7 +388,7 @@ class _FrameRenderer:
 
 
 @contextlib.contextmanager
-def _stop_between_frames(console=None):
+def _stop_between_frames():
     """Ctrl-C (SIGINT) stops the render after the frame in progress is stored.
 
     Python's own handler would raise KeyboardInterrupt inside the Cycles add-on's Python
@@ -316,9 +408,7 @@ def _stop_between_frames(console=None):
             os.kill(os.getpid(), signal.SIGINT)
             return
         requested.append(True)
-        if console is not None:  # (the real stderr: Blender's output is redirected to a log meanwhile)
-            print("\ngbuf render: stopping after the current frame (Ctrl-C again to stop now)", file=console,
-                  flush=True)
+        _log.warning("render: stopping after the current frame (Ctrl-C again to stop now)")
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
@@ -335,7 +425,7 @@ def render_still(scene, path: Path, *, where: str) -> None:
     try:
         bpy.ops.render.render(write_still=True, scene=scene.name)
     except RuntimeError as err:
-        raise GbufError(f"{where}: render failed ({_blend._first_line(err)})") from None
+        raise GbufError(f"{where}: render failed ({error_line(err, last=True)})") from None
     if not path.is_file():
         raise GbufError(f"{where}: render wrote no image")
 
@@ -408,7 +498,10 @@ def _sequence_name(source: dict) -> str:
 
 def _check_resumable(output: str, name: str, attrs: dict, overwrite: bool) -> None:
     """Refuse to resume a sequence that was rendered from another scene or with other settings."""
-    if overwrite or not (Path(output) / "zarr.json").is_file():
+    from gbuf.datasets.store import local_path
+
+    local = local_path(output)  # a file:// URL is a local path too
+    if overwrite or local is None or not (local / "zarr.json").is_file():
         return
     import gbuf.datasets as gd
 
@@ -416,7 +509,7 @@ def _check_resumable(output: str, name: str, attrs: dict, overwrite: bool) -> No
     if name not in ds.sequences:
         return
     old = ds[name].attrs
-    for key in ("render_settings", "frame_range", "scene"):
+    for key in ("render_settings", "frame_range", "scene", "camera_path"):
         mine = attrs[key]
         theirs = old.get(key)
         if key == "scene":
@@ -436,64 +529,3 @@ def _jsonish(value):
 # ---------------------------------------------------------------------------------------- output
 
 
-def _real_stderr():
-    """A text stream on the process's stderr that survives ``_native_output_to``."""
-    return os.fdopen(os.dup(2), "w", buffering=1)
-
-
-@contextlib.contextmanager
-def _native_output_to(log_path: Path):
-    """Send what Blender's C code prints (per-render status lines) to a log file, not the terminal."""
-    import ctypes
-
-    libc = ctypes.CDLL(None)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        yield
-    finally:
-        libc.fflush(None)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (*saved, log):
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def _progress(stream, total: int, done: int, name: str):
-    """A rich progress bar (frame, frames/s, ETA) on ``stream``; nothing when ``stream`` is None."""
-    if stream is None:
-        yield lambda: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    console = Console(file=stream, stderr=False)
-    progress = Progress(
-        TextColumn(f"[bold]{name}[/bold]"),
-        TextColumn("frame {task.completed}/{task.total}"),
-        BarColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
-    started = time.perf_counter()
-    rendered = 0
-    with progress:
-        task = progress.add_task("render", total=total, completed=done, rate="-- frames/s")
-
-        def advance():
-            nonlocal rendered
-            rendered += 1
-            rate = rendered / max(time.perf_counter() - started, 1e-9)
-            progress.update(task, advance=1, rate=f"{rate:.2f} frames/s")
-
-        yield advance

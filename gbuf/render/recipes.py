@@ -1,13 +1,15 @@
 """Find, describe and build the procedural scene recipes (the ``gbuf.scenes`` package).
 
-Listing and describing read the recipe files' source (their ``DESCRIPTION``
-constant) without importing them, so ``gbuf scene list`` never loads ``bpy``.
+Listing and describing read the recipe files' source (their ``DESCRIPTION`` and
+``SEED_VARIES`` constants) without importing them, so ``gbuf scene list`` and
+``gbuf scene show`` never load ``bpy``.
 Building imports ``bpy``, empties the session, runs the recipe and saves a .blend.
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib
 import importlib.util
 from pathlib import Path
@@ -38,15 +40,42 @@ def _path(name: str) -> Path:
     return _folder() / f"{name}.py"
 
 
-def describe(name: str) -> str:
-    """The recipe's one-line ``DESCRIPTION``, read from its source without importing it."""
+def _constants(name: str) -> dict[str, str]:
+    """The recipe's module-level string constants, read from its source without importing it."""
     path = _path(name)
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = {}
     for statement in tree.body:
-        if (isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Constant)
-                and any(isinstance(t, ast.Name) and t.id == "DESCRIPTION" for t in statement.targets)):
-            return str(statement.value.value)
-    raise GbufError(f"{path}: recipe has no DESCRIPTION string")
+        if isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Constant) \
+                and isinstance(statement.value.value, str):
+            for target in statement.targets:
+                if isinstance(target, ast.Name):
+                    found[target.id] = statement.value.value
+    return found
+
+
+def describe(name: str) -> str:
+    """The recipe's one-line ``DESCRIPTION``, read from its source without importing it."""
+    found = _constants(name)
+    if "DESCRIPTION" not in found:
+        raise GbufError(f"{_path(name)}: recipe has no DESCRIPTION string")
+    return found["DESCRIPTION"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipeInfo:
+    name: str
+    description: str         # one line: what the scene holds
+    seed_varies: str         # what a different --seed changes
+    path: Path
+
+
+def info(name: str) -> RecipeInfo:
+    """Name, description and what the seed varies (``SEED_VARIES``), without importing the recipe."""
+    found = _constants(name)
+    if "SEED_VARIES" not in found:
+        raise GbufError(f"{_path(name)}: recipe has no SEED_VARIES string (what its seed changes)")
+    return RecipeInfo(name, describe(name), found["SEED_VARIES"], _path(name))
 
 
 def build(name: str, *, seed: int = 0, frames: int | None = None) -> None:
@@ -82,7 +111,10 @@ def build_blend(name: str, out_path, *, seed: int = 0, frames: int | None = None
 
     # Write beside the target, then rename: an interrupted save never leaves half a .blend.
     partial = out.with_name(out.name + ".partial.blend")
-    bpy.ops.wm.save_as_mainfile(filepath=str(partial.resolve()), compress=True, check_existing=False,
-                                copy=True)
+    from gbuf.render.blend import native_output_to
+
+    with native_output_to():  # Blender prints "Info: Saved copy as ..." from C
+        bpy.ops.wm.save_as_mainfile(filepath=str(partial.resolve()), compress=True, check_existing=False,
+                                    copy=True)
     partial.replace(out)
     return out

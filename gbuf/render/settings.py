@@ -91,6 +91,26 @@ class RenderSettings:
         }
 
 
+@dataclasses.dataclass(frozen=True)
+class ScaleOut:
+    """How much of a sequence one render call writes, and its shard length (``gbuf.render.blocks``).
+
+    The default renders the whole sequence. ``plan`` only creates its arrays with their
+    final shape; ``block=K`` renders only block K, the K-th run of ``blocks_of`` frames
+    (default: one shard). ``frames_per_shard`` sets the shard length of a new sequence.
+    """
+
+    frames_per_shard: int | None = None
+    plan: bool = False
+    block: int | None = None
+    blocks_of: int | None = None
+
+    @property
+    def partial(self) -> bool:
+        """Whether the call writes only part of the sequence (its plan or one block)."""
+        return self.plan or self.block is not None
+
+
 def make_settings(*, resolution=(1920, 1080), scale=4, samples=None, denoise=True, lr_mode="render",
                   device="cpu", passes=None, seed=0) -> RenderSettings:
     """Check every option and return the settings; a bad one raises a one-line ``GbufError``."""

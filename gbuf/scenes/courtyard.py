@@ -17,6 +17,8 @@ from mathutils import Matrix, Vector
 from . import _kit as kit
 
 DESCRIPTION = "daylight courtyard: fine bricks, paving, marble columns, displaced rocks, shrubs, railing, rotating lattice; camera dolly"
+SEED_VARIES = ("time of day (morning to evening), texture offsets, rock shapes, sizes and places, the shrubs' "
+               "branching and places, the ledge, lattice spin, the ball's lane and speed, the dolly's phase")
 
 
 def _bricks(rng: random.Random):
@@ -125,8 +127,8 @@ def _shrub(builder: kit.MeshBuilder, rng: random.Random, base: Vector) -> None:
 def build(seed: int = 0, frames: int = 48) -> None:
     rng = random.Random(seed)
     kit.setup_scene(frames)
-    kit.sky(zenith=(0.15, 0.3, 0.7), horizon=(0.7, 0.75, 0.8), ground=(0.25, 0.22, 0.2), strength=1.0)
-    kit.sun(rng.uniform(25, 50), rng.uniform(200, 340), strength=4.0, angle_deg=1.0)
+    # The sun stands over the open side, so it shines into the courtyard.
+    kit.time_of_day(rng, ("morning", "noon", "afternoon", "evening"), azimuth=rng.uniform(200, 340))
 
     ground = kit.MeshBuilder()
     ground.grid((120, 120))

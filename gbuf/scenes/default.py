@@ -16,6 +16,8 @@ from mathutils import Quaternion
 from . import _kit as kit
 
 DESCRIPTION = "quick mix: tiled floor, brick block, rolling mirror ball, spinning glossy ring, lamp; slow camera arc"
+SEED_VARIES = ("time of day (morning, noon, afternoon: sun height, direction and colour), where the block, "
+               "ring and lamp stand, spin and roll speeds, texture offsets, the camera's start and direction")
 
 
 def _floor_tiles(rng: random.Random):
@@ -52,9 +54,7 @@ def _bricks(rng: random.Random):
 def build(seed: int = 0, frames: int = 48) -> None:
     rng = random.Random(seed)
     kit.setup_scene(frames)
-    kit.sky(zenith=(0.18, 0.35, 0.75), horizon=(0.75, 0.8, 0.85), ground=(0.2, 0.18, 0.16),
-            strength=0.8)
-    kit.sun(rng.uniform(30, 55), rng.uniform(0, 360), strength=3.5)
+    kit.time_of_day(rng, ("morning", "noon", "afternoon"), strength=0.9)
 
     floor = kit.MeshBuilder()
     floor.grid((200, 200))

@@ -1,9 +1,12 @@
-"""Night street: a city street lit only by emissive surfaces.
+"""Night street: a city street in the rain, lit only by emissive surfaces.
 
 No sun and an almost black sky: the light comes from street-lamp heads, lit
-windows, neon signs and the head- and tail-lights of passing cars, reflected
-in a wet road. Small, bright, moving emitters give the high dynamic range,
-noise and flicker that real-time night scenes have.
+windows, neon signs in text (along the facades and hanging vertically over the
+sidewalk) and the head- and tail-lights of passing cars, reflected in a wet
+road, with rain streaking down, cables strung across the street and people
+walking. Small, bright, moving emitters give the high dynamic
+range, noise and flicker that real-time night scenes have (RDG's NYC and
+Squire-night).
 """
 
 from __future__ import annotations
@@ -11,9 +14,18 @@ from __future__ import annotations
 import math
 import random
 
-from . import _kit as kit
+import numpy as np
 
-DESCRIPTION = "night street lit only by emissive lamps, windows, neon signs and car lights; wet road; walking camera"
+from . import _kit as kit
+from . import _parts as parts
+
+DESCRIPTION = "rainy night street lit only by emissive lamps, windows, neon text signs and car lights; wet road, rain streaks, cables, walkers; walking camera"
+SEED_VARIES = ("rain (how heavy, wind slant), building widths and heights, window "
+               "grids and the share lit, sign words, colours and places, lamp spacing, car colours, lanes and "
+               "speeds, walkers, asphalt and sidewalk texture scale, the walk's side, speed and start")
+
+SIGN_WORDS = ("HOTEL", "BAR", "NOODLES", "OPEN", "24H", "KARAOKE", "RAMEN", "PHARMACY", "CLUB", "MOTEL", "PIZZA",
+              "ARCADE", "LIQUOR", "SUSHI", "CAFE", "DINER", "TATTOO", "JAZZ", "PAWN", "CINEMA")
 
 STREET_HALF = 4.0      # road from y = -4 to 4
 SIDEWALK = 3.0         # then a sidewalk, then the facades
@@ -64,7 +76,7 @@ def _facade(rng: random.Random, index: int):
     lit = s.math("GREATER_THAN", s.out(s.node("SeparateColor", {"Color": s.out(bays, "Color")}), "Red"),
                  rng.uniform(0.45, 0.7))
     warm = (1.0, rng.uniform(0.55, 0.75), rng.uniform(0.25, 0.4))
-    strength = s.math("MULTIPLY", s.math("MULTIPLY", window, lit), rng.uniform(0.8, 2.0))
+    strength = s.math("MULTIPLY", s.math("MULTIPLY", window, lit), rng.uniform(0.5, 1.2))
     concrete = s.node("TexNoise", {"Vector": co, "Scale": 20.0, "Detail": 8.0})
     tint = rng.uniform(0.15, 0.35)
     wall = s.mix(0.4, (tint, tint * 0.95, tint * 0.9), s.out(concrete, "Color"), "MULTIPLY")
@@ -72,28 +84,6 @@ def _facade(rng: random.Random, index: int):
     return s.principled({"Base Color": color, "Roughness": s.mix(window, (0.8,) * 3, (0.05,) * 3),
                          "Emission Color": warm, "Emission Strength": strength,
                          "Normal": s.bump(s.out(concrete, "Factor"), 0.3, 0.01)})
-
-
-def _car(index: int, rng: random.Random, heading: float):
-    """A car whose +X is its front: headlights there, tail-lights at the back."""
-    car = kit.MeshBuilder()
-    car.cube((4.2, 1.8, 0.7), (0, 0, 0.65), material=0)
-    car.cube((2.1, 1.6, 0.55), (-0.3, 0, 1.25), material=1)
-    for y in (-0.65, 0.65):
-        car.cube((0.05, 0.35, 0.14), (2.11, y, 0.75), material=2)
-        car.cube((0.05, 0.4, 0.1), (-2.11, y, 0.8), material=3)
-    for x in (-1.35, 1.35):
-        for y in (-0.85, 0.85):
-            car.cylinder(0.35, 0.28, (x, y, 0.35), (math.pi / 2, 0, 0), segments=16, material=4)
-    paint = [rng.uniform(0.02, 0.6) for _ in range(3)]
-    obj = car.object(f"Car{index}", [
-        kit.plain(f"Paint{index}", paint, roughness=0.2, metallic=0.5, coat_weight=1.0),
-        kit.plain(f"Glass{index}", (0.01, 0.01, 0.012), roughness=0.02),
-        kit.glow(f"Headlight{index}", (1.0, 0.95, 0.85), 60.0),
-        kit.glow(f"Taillight{index}", (1.0, 0.03, 0.01), 25.0),
-        kit.plain(f"Tyre{index}", (0.02, 0.02, 0.02), roughness=0.8)])
-    obj.rotation_euler = (0, 0, heading)
-    return obj
 
 
 def build(seed: int = 0, frames: int = 48) -> None:
@@ -143,34 +133,80 @@ def build(seed: int = 0, frames: int = 48) -> None:
             lamps.cube((0.4, 0.6, 0.02), (x, y - side * 1.4, 5.87), material=1)
     lamps.object("StreetLamps", [steel, lamp_glow])
 
-    neon_colors = [(1.0, 0.05, 0.5), (0.05, 0.8, 1.0), (0.4, 1.0, 0.1), (1.0, 0.3, 0.02)]
-    for index in range(10):
+    # Neon signs in text: flat along the facades, and vertical boards hanging over the sidewalk.
+    neon_colors = [(1.0, 0.05, 0.5), (0.05, 0.8, 1.0), (0.4, 1.0, 0.1), (1.0, 0.3, 0.02), (1.0, 0.9, 0.3)]
+    backing = kit.plain("SignBacking", (0.02, 0.02, 0.025), roughness=0.4)
+    for index in range(int(rng.uniform(10, 16))):
         side = rng.choice((-1, 1))
-        sign = kit.MeshBuilder()
         x = rng.uniform(-60, 60)
-        z = rng.uniform(3.0, 7.0)
-        y = side * (front - 0.15)
+        z = rng.uniform(3.0, 8.0)
+        word = rng.choice(SIGN_WORDS)
+        neon = kit.glow(f"Neon{index}", rng.choice(neon_colors), rng.uniform(12.0, 30.0))
+        facing = 0.0 if side > 0 else math.pi
         if rng.random() < 0.5:
-            sign.torus(rng.uniform(0.5, 0.9), 0.05, (x, y, z), (math.pi / 2, 0, 0),
-                       major_segments=48, minor_segments=8)
+            board = kit.ArrayMesh()
+            board.boxes([(0, 0.06, 0)], (0.5 + 0.62 * len(word), 0.08, 1.0))
+            holder = board.object(f"SignBoard{index}", [backing], location=(x, side * (front - 0.1), z),
+                                  rotation=(0, 0, facing))
+            label = kit.text(f"Neon{index}", word, neon, size=0.8, extrude=0.02, location=(0, -0.03, 0))
         else:
-            w, h = rng.uniform(1.5, 3.0), rng.uniform(0.5, 1.0)
-            for dz in (-h / 2, h / 2):
-                sign.cylinder(0.05, w, (x, y, z + dz), (0, math.pi / 2, 0), segments=8)
-            for dx in (-w / 2, w / 2):
-                sign.cylinder(0.05, h, (x + dx, y, z), segments=8)
-        sign.object(f"Neon{index}", [kit.glow(f"Neon{index}", rng.choice(neon_colors), 20.0)])
+            # A vertical sign sticks out over the sidewalk, its letters stacked, read from along the street.
+            board = kit.ArrayMesh()
+            board.boxes([(0, 0, 0)], (0.08, 0.9, 0.75 * len(word) + 0.4))
+            board.tubes([(0, 0.45, 0.3 * len(word)), (0, 0.45, -0.3 * len(word))],
+                        [(0, 1.0, 0.3 * len(word)), (0, 1.0, -0.3 * len(word))], 0.02, segments=4)
+            holder = board.object(f"SignBoard{index}", [backing],
+                                  location=(x, side * (front - 1.1), z + 1.5), rotation=(0, 0, facing))
+            label = kit.text(f"Neon{index}", "\n".join(word), neon, size=0.6, extrude=0.02,
+                             location=(-0.05, 0, 0), rotation=(0, 0, -math.pi / 2))
+        label.parent = holder
 
-    # Cars in both lanes; starts spread so cars pass the camera throughout the sequence.
-    duration = frames / kit.FPS
+    # Cables strung across the street from facade to facade, sagging.
+    cables = kit.ArrayMesh()
+    for _ in range(int(rng.uniform(6, 12))):
+        x0, x1 = rng.uniform(-50, 50), rng.uniform(-50, 50)
+        x1 = x0 + max(-6.0, min(6.0, x1 - x0))
+        z0, z1 = rng.uniform(6, 10), rng.uniform(6, 10)
+        u = np.linspace(0, 1, 16)
+        points = np.stack([x0 + (x1 - x0) * u, -front + 2 * front * u,
+                           z0 + (z1 - z0) * u - rng.uniform(0.6, 1.5) * 4 * u * (1 - u)], 1)
+        cables.polyline(points, 0.01, segments=4)
+    cables.object("Cables", [kit.plain("CableBlack", (0.01, 0.01, 0.01), roughness=0.4)])
+
+    # Cars in both lanes, looping along the street, so cars keep passing for any sequence length.
     for index in range(8):
         direction = 1 if index % 2 == 0 else -1
         speed = rng.uniform(8.0, 14.0)  # m/s, 30-50 km/h
         lane_y = -direction * STREET_HALF / 2
-        x0 = -direction * rng.uniform(10.0, 40.0 + speed * duration)
-        car = _car(index, rng, 0.0 if direction > 0 else math.pi)
-        kit.key_motion(car, frames, lambda f, x0=x0, v=direction * speed, y=lane_y: {
-            "location": (x0 + v * kit.seconds(f), y, 0.0)})
+        x = parts.looping(-direction * LENGTH / 2, direction * LENGTH / 2, speed, rng.uniform(0, LENGTH))
+        car = parts.car(f"Car{index}", rng, lights=1.0)
+        parts.drive(car, frames, lambda t, x=x, y=lane_y, d=direction: (x(t), y, 0.0 if d > 0 else math.pi))
+
+    for index in range(int(rng.uniform(3, 6))):
+        direction, side = rng.choice((-1, 1)), rng.choice((-1, 1))
+        x = parts.looping(-direction * 45, direction * 45, rng.uniform(1.0, 1.6), rng.uniform(0, 90))
+        y = side * (STREET_HALF + rng.uniform(0.6, SIDEWALK - 0.5))
+        parts.walk(parts.figure(f"Walker{index}", rng), frames,
+                   lambda t, x=x, y=y, d=direction: (x(t), y, 0.0 if d > 0 else math.pi), phase=rng.uniform(0, 6.3))
+
+    # Rain: thin streaks falling fast, slanted by the wind, faintly catching the light.
+    heavy = rng.uniform(0.4, 1.0)
+    slant = rng.uniform(-1.5, 1.5)
+    streak = kit.ArrayMesh()
+    streak.tubes([(0, 0, -0.18)], [(0, 0, 0.18)], 0.003, segments=4, caps=True)
+    drop = streak.mesh("RainStreak")
+    rain = kit.plain("Rain", (0.75, 0.8, 0.85), roughness=0.05, emission_color=(0.6, 0.65, 0.75),
+                     emission_strength=0.6)
+    rain.cycles.emission_sampling = "NONE"      # seen glinting, not a light: hundreds of them would be slow
+    drop.materials.append(rain)
+
+    def raindrop(r: random.Random):
+        return ((r.uniform(-36, 36), r.uniform(-front, front), r.uniform(7.0, 10.0)),
+                (slant, 0.3 * slant, -r.uniform(7.5, 9.0)))
+
+    parts.particles("Rain", drop, frames, int(700 * heavy), seed, raindrop, life=1.0, align=True)
+
+    # No fog: a Cycles volume puts its scatter distances in the depth pass (see docs/scenes.md).
 
     cam = kit.add_camera(26.0)
     walk = rng.uniform(1.0, 1.5)  # m/s along the sidewalk

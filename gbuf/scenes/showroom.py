@@ -15,6 +15,14 @@ import random
 from . import _kit as kit
 
 DESCRIPTION = "reflections: polished floor, mirror wall, chrome, gold, glass, lacquer objects orbiting and spinning; camera orbit"
+SEED_VARIES = ("lighting mood (neutral, warm, cool, dim with a strong key), panel colours, floor and steel "
+               "texture offsets, ball sizes, orbits and speeds, the glass sphere's bob, the torus' turn, the "
+               "camera's start and direction")
+#: Mood: ceiling strip colour, key light colour, ceiling level.
+MOODS = {"neutral": ((1.0, 0.97, 0.92), (1.0, 0.85, 0.7), 1.0),
+         "warm": ((1.0, 0.82, 0.6), (1.0, 0.7, 0.45), 0.9),
+         "cool": ((0.8, 0.9, 1.0), (0.9, 0.95, 1.0), 1.0),
+         "dim": ((1.0, 0.95, 0.9), (1.0, 0.8, 0.6), 0.4)}
 
 
 def _polished_floor(rng: random.Random):
@@ -60,6 +68,10 @@ def build(seed: int = 0, frames: int = 48) -> None:
     rng = random.Random(seed)
     kit.setup_scene(frames)
     kit.sky(zenith=(0.35, 0.4, 0.5), horizon=(0.6, 0.6, 0.62), ground=(0.1, 0.1, 0.1), strength=0.4)
+    # Indoors the hour does not show; the seed picks the lighting's mood instead.
+    mood = rng.choice(list(MOODS))
+    kit.variant(mood=mood)
+    strip_color, key_color, level = MOODS[mood]
 
     room = kit.MeshBuilder()
     room.grid((60, 60), material=0)
@@ -77,9 +89,9 @@ def build(seed: int = 0, frames: int = 48) -> None:
     strips = kit.MeshBuilder()
     for i in range(5):
         strips.cube((14, 0.25, 0.05), (0, -6 + 3 * i, 5.5))
-    strips.object("LightStrips", [kit.glow("StripLight", (1.0, 0.97, 0.92), 12.0)])
-    kit.area((0, 0, 5.3), (0, 0, 0), size=8.0, energy=1500.0)
-    kit.area((6, -6, 4), (0, 0, 0.5), size=2.0, energy=600.0, color=(1.0, 0.85, 0.7), name="KeyLight")
+    strips.object("LightStrips", [kit.glow("StripLight", strip_color, 5.0 * level)])
+    kit.area((0, 0, 5.3), (0, 0, 0), size=8.0, energy=550.0 * level, color=strip_color)
+    kit.area((6, -6, 4), (0, 0, 0.5), size=2.0, energy=400.0, color=key_color, name="KeyLight")
 
     pedestals = kit.MeshBuilder()
     spots = [(-3.0, 3.0), (0.0, 4.5), (3.0, 3.0), (3.5, -1.0)]

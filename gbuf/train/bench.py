@@ -15,6 +15,8 @@ random inputs of the LR size (HR G-buffers at ``scale`` times it) and measures, 
   frees that ``torch.profiler`` (``profile_memory=True``) records during the frame: tensor
   memory, the same quantity as on CUDA, not the process RSS (which also holds the Python
   heap and allocator caches).
+- **threads**: torch CPU threads, ``threads`` (``--threads``) or ``gbuf.runtime``'s default (one;
+  see ``docs/training.md``), recorded in each row.
 - **FLOPs**: ``torch.utils.flop_counter.FlopCounterMode`` over one frame; it counts 2 FLOPs per
   multiply-add of convolutions and matrix products (``GMACs`` is half of it: what fvcore and
   most papers call FLOPs). Elementwise ops, interpolation, ``grid_sample`` and
@@ -26,10 +28,20 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from collections.abc import Callable, Sequence
 
+from gbuf import runtime
 from gbuf.errors import GbufError
 
 DEFAULT_LR_SIZE = (270, 480)
+
+#: What torch's profiler (Kineto) prints on stderr around every profiled frame, whatever the
+#: machine: its start/stop trace points, and on a CPU-only machine the failed GPU count. Dropped
+#: from the output of the memory measurement, which runs under the profiler.
+PROFILER_NOISE = (
+    r"^USDT:.*\] profiler_(start|stop)\s*$",
+    r"^ERROR:.*\] gpuGetDeviceCount failed with code \d+\s*$",
+)
 
 
 @dataclasses.dataclass
@@ -43,6 +55,8 @@ class BenchRow:
     lr_size: tuple[int, int]
     scale: int
     mode: str  # "step" (streaming) or "clip/N" (forward over N frames)
+    #: Torch CPU threads during the measurement.
+    threads: int = 1
 
     @property
     def gmacs(self) -> float:
@@ -64,81 +78,23 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def resolve_device(device: str | None):
-    import torch
+def bench_model(name: str, lr_size: tuple[int, int] = DEFAULT_LR_SIZE, device="cpu", frames: int = 5, warmup: int = 2,
+                repeats: int = 5, model=None, threads: int | None = None, **options) -> BenchRow:
+    """Measure one model (built with ``models.create(name, **options)`` unless ``model`` is given).
 
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise GbufError(f"device {device!r}: CUDA is not available on this machine")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise GbufError(f"device {device!r}: not a torch device (cpu, cuda, cuda:1 ...)") from None
-
-
-def buffer_channels(key: str) -> int:
-    """Channels of a batch key: a gbuf buffer name, or ``hr_`` + one."""
-    from gbuf.datasets import format as fmt
-
-    name = key[len(fmt.HR_PREFIX):] if key.startswith(fmt.HR_PREFIX) else key
-    if name not in fmt.BUFFERS:
-        raise GbufError(f"model input {key!r}: not a gbuf buffer (known: {', '.join(fmt.BUFFERS)})")
-    return fmt.BUFFERS[name].channels
-
-
-def example_frame(model, lr_size, device="cpu", batch: int = 1, seed: int = 0) -> dict:
-    """Random inputs for one frame: ``(B, C, H, W)`` per key of ``model.inputs``.
-
-    Smooth fields with values in [0, 1] (the normalised range), motion in [-2, 2] pixels; HR keys
-    at ``model.scale`` times the LR size.
+    ``threads``: torch CPU threads (None: ``gbuf.runtime``'s default).
     """
-    import torch
-
-    from gbuf.datasets import format as fmt
-
-    inputs = getattr(model, "inputs", None)
-    if not inputs:
-        raise GbufError(f"{type(model).__name__}: the model declares no inputs (model.inputs)")
-    import torch.nn.functional as F
-
-    generator = torch.Generator().manual_seed(seed)
-    h, w = lr_size
-    frame = {}
-    for key in inputs:
-        s = model.scale if key.startswith(fmt.HR_PREFIX) else 1
-        size = (h * s, w * s)
-        # Smooth random fields (noise at 1/4 size, upsampled), closer to rendered buffers than
-        # white noise, which drives the features of trained models far out of their range.
-        coarse = torch.rand(batch, buffer_channels(key), -(-size[0] // 4), -(-size[1] // 4), generator=generator)
-        values = F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
-        if key.endswith("motion"):
-            values = values * 4.0 - 2.0
-        frame[key] = values.to(device)
-    return frame
+    with runtime.threads(threads):
+        return _bench_model(name, lr_size, device, frames, warmup, repeats, model, options)
 
 
-def example_clip(model, lr_size, frames: int, device="cpu", batch: int = 1, seed: int = 0) -> dict:
-    """Random inputs for a clip: ``(B, T, C, H, W)`` per key."""
-    import torch
-
-    clip = [example_frame(model, lr_size, device, batch, seed + t) for t in range(frames)]
-    return {k: torch.stack([f[k] for f in clip], dim=1) for k in clip[0]}
-
-
-def streams(model) -> bool:
-    """Whether ``model`` is benchmarked (and exported) frame by frame through ``step``."""
-    return bool(getattr(model, "recurrent", False)) and callable(getattr(model, "step", None))
-
-
-def bench_model(name: str, lr_size=DEFAULT_LR_SIZE, device="cpu", frames: int = 5, warmup: int = 2,
-                repeats: int = 5, model=None, **options) -> BenchRow:
-    """Measure one model (built with ``models.create(name, **options)`` unless ``model`` is given)."""
+def _bench_model(name, lr_size, device, frames, warmup, repeats, model, options) -> BenchRow:
     import torch
 
     from gbuf.train import models
+    from gbuf.train.inference import example_clip, example_frame, streams
 
-    device = resolve_device(device) if not hasattr(device, "type") else device
+    device = runtime.resolve_device(device) if not hasattr(device, "type") else device
     if model is None:
         model = models.create(name, **options)
     model = model.to(device).eval()
@@ -176,26 +132,37 @@ def bench_model(name: str, lr_size=DEFAULT_LR_SIZE, device="cpu", frames: int = 
                             sequence[0] if mode == "step" else clip)
         gflops = _flops(run) / per_call / 1e9
     return BenchRow(name, params, peak, statistics.median(times) * 1000.0, gflops, str(device),
-                    tuple(lr_size), int(getattr(model, "scale", 0)), mode)
+                    tuple(lr_size), int(getattr(model, "scale", 0)), mode, torch.get_num_threads())
 
 
-def bench(names=None, lr_size=DEFAULT_LR_SIZE, device="cpu", frames: int = 5, warmup: int = 2,
-          repeats: int = 5, progress=None) -> list[BenchRow]:
-    """``bench_model`` for each name (all registered models when ``names`` is empty)."""
+def bench(names: Sequence[str] | None = None, lr_size: tuple[int, int] | str = DEFAULT_LR_SIZE, device: str = "cpu",
+          frames: int = 5, warmup: int = 2, repeats: int = 5, threads: int | None = None,
+          progress: Callable[[str], None] | None = None) -> list[BenchRow]:
+    """``bench_model`` for each name (all registered models when ``names`` is empty).
+
+    ``lr_size``: ``(height, width)`` or ``"HxW"``; ``threads``: torch CPU threads (None:
+    ``gbuf.runtime``'s default); ``progress(name)`` is called before each model.
+    """
     import torch
 
     from gbuf.train import models
 
+    if isinstance(lr_size, str):
+        lr_size = parse_size(lr_size)
+    if frames < 1 or repeats < 1 or warmup < 0:
+        raise GbufError("--frames and --repeats must be at least 1, --warmup at least 0")
     names = list(names or models.names())
     for name in names:  # fail on a typo before spending minutes on the others
         if name not in models.names():
             raise GbufError(f"unknown model {name!r}; known models: {', '.join(models.names())}")
     rows = []
-    for name in names:
-        if progress is not None:
-            progress(name)
-        torch.manual_seed(0)
-        rows.append(bench_model(name, lr_size, device, frames, warmup, repeats))
+    with runtime.threads(threads):
+        device = runtime.resolve_device(device)
+        for name in names:
+            if progress is not None:
+                progress(name)
+            torch.manual_seed(0)
+            rows.append(_bench_model(name, lr_size, device, frames, warmup, repeats, None, {}))
     return rows
 
 
@@ -261,8 +228,9 @@ def _profiled_peak_allocation(run) -> int | None:
         from torch._C._profiler import _EventType
     except ImportError:  # a profiler without the event tree: say "n/a" rather than guess
         return None
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        run()
+    with runtime.drop_stderr_lines(*PROFILER_NOISE):
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            run()
     allocations = []
     stack = list(prof.profiler.kineto_results.experimental_event_tree())
     while stack:
@@ -308,16 +276,17 @@ def format_table(rows: list[BenchRow], fmt: str = "text") -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["model", "params", "peak_mib", "latency_ms", "fps", "gflops", "gmacs", "mode", "device",
-                         "lr_height", "lr_width", "scale"])
+                         "lr_height", "lr_width", "scale", "threads"])
         for r in rows:
             writer.writerow([r.model, r.params, "" if r.peak_mib is None else f"{r.peak_mib:.3f}",
                              f"{r.latency_ms:.4f}", f"{r.fps:.4f}", f"{r.gflops:.4f}", f"{r.gmacs:.4f}",
-                             r.mode, r.device, r.lr_size[0], r.lr_size[1], r.scale])
+                             r.mode, r.device, r.lr_size[0], r.lr_size[1], r.scale, r.threads])
         return out.getvalue().rstrip("\n")
     body = [_cells(r) for r in rows]
     if rows:
         r = rows[0]
-        title = (f"{r.device}, LR {r.lr_size[0]}x{r.lr_size[1]} -> "
+        where = f"{r.device}, {r.threads} thread{'s' if r.threads != 1 else ''}" if r.device == "cpu" else r.device
+        title = (f"{where}, LR {r.lr_size[0]}x{r.lr_size[1]} -> "
                  f"{r.lr_size[0] * r.scale}x{r.lr_size[1] * r.scale} (x{r.scale})")
     else:
         title = "no models"

@@ -7,17 +7,20 @@ configuration in three layers -- these defaults, then the file given with
 command-line flags -- and saves the result as ``DIR/config.toml``, which is
 itself a valid ``--config`` file.
 
-Unknown keys and values of the wrong type are errors naming the file and the
-key, so a typo never silently falls back to a default.
+Reading, type checks, ``--set`` overrides and the TOML output are the shared
+loader's (``gbuf.config_files``, the one ``gbuf degrade`` uses too): unknown keys
+and values of the wrong type are errors naming the file and the key, so a typo
+never silently falls back to a default.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import typing
 from pathlib import Path
+from typing import Literal
 
+from gbuf import config_files
 from gbuf.errors import GbufError
 
 
@@ -37,9 +40,6 @@ class DataConfig:
     workers: int = 4
     #: G-buffer normalisation of the loader: ``rdg`` (the official one) or ``none``.
     normalize: str = "rdg"
-    #: How linear HDR store images become network images: ``srgb`` (clip to [0, 1], sRGB encode,
-    #: like the official 8-bit PNG inputs) or ``clip`` (clip to [0, 1], stay linear).
-    image_transform: str = "srgb"
     #: Sequences to train on; empty: every sequence not used for validation.
     train_sequences: list[str] = dataclasses.field(default_factory=list)
     #: Held-out validation sequences; empty: the last sequence when the store has two or more.
@@ -57,6 +57,10 @@ class OptimConfig:
     grad_clip: float = 0.0
     #: Exponential moving average of the weights (``params_ema``); 0 turns it off.
     ema_decay: float = 0.999
+    #: Warm the EMA decay up: update ``k`` (from 0) uses ``min(ema_decay, (1 + k) / (10 + k))``, so
+    #: the average follows the weights early in a run instead of staying at the initial ones
+    #: (docs/training.md). Reaches 0.999 at update 8991; false: ``ema_decay`` from the first update.
+    ema_warmup: bool = True
 
 
 @dataclasses.dataclass
@@ -76,6 +80,16 @@ class LossConfig:
     temporal: float = 1.0
     #: L1 of rfft2 differences.
     fft: float = 0.05
+    #: STAR's dynamic-frequency loss (0: off; gbuf.train.losses): L1 of the low and the high part
+    #: of each frame's rfft2, weighted (1 - p)^alpha and 1 - (1 - p)^alpha at training progress p.
+    dynamic_frequency: float = 0.0
+    dynamic_frequency_alpha: float = 2.0
+    #: The low/high cutoff: this quantile of |F| (``magnitude``, STAR's) or of the spatial frequency.
+    dynamic_frequency_quantile: float = 0.8
+    dynamic_frequency_sharpness: float = 10.0
+    dynamic_frequency_split: Literal["magnitude", "frequency"] = "magnitude"
+    #: Also scale the term by p (STAR's 1 - t/999 factor).
+    dynamic_frequency_ramp: bool = False
 
 
 @dataclasses.dataclass
@@ -106,6 +120,12 @@ class TrainConfig:
     model: str = "rdg"
     #: Keyword options passed to the model constructor (``gbuf.train.models.create``).
     model_options: dict = dataclasses.field(default_factory=dict)
+    #: Start from the weights in this checkpoint (gbuf's or the authors') instead of a random
+    #: initialisation; keys and shapes must match the model exactly. Empty: random initialisation.
+    init: str = ""
+    #: Which weights of ``init``: ``ema`` (``params_ema`` when the file has it, else ``params``) or
+    #: ``params`` (the raw weights). The EMA of the run starts from the same weights.
+    init_weights: Literal["ema", "params"] = "ema"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
@@ -123,7 +143,6 @@ class TrainConfig:
             (self.data.batch_size >= 1, "data.batch_size must be >= 1"),
             (self.data.workers >= 0, "data.workers must be >= 0"),
             (self.data.normalize in ("rdg", "none"), "data.normalize must be 'rdg' or 'none'"),
-            (self.data.image_transform in ("srgb", "clip"), "data.image_transform must be 'srgb' or 'clip'"),
             (self.schedule.iters >= 1, "schedule.iters must be >= 1"),
             (self.optim.lr > 0 and math.isfinite(self.optim.lr), "optim.lr must be a positive number"),
             (len(self.optim.betas) == 2, "optim.betas must hold two numbers"),
@@ -143,162 +162,51 @@ class TrainConfig:
 # Options that decide the trajectory of a run: a resumed run must not change them, or it would
 # no longer continue the same run exactly.
 TRAJECTORY_KEYS = (
-    "model", "model_options", "data.path", "data.lr_group", "data.frames", "data.patch",
-    "data.batch_size", "data.normalize", "data.image_transform", "data.train_sequences",
+    "model", "model_options", "init", "init_weights", "data.path", "data.lr_group", "data.frames", "data.patch",
+    "data.batch_size", "data.normalize", "data.train_sequences",
     "optim.lr", "optim.betas", "optim.weight_decay", "optim.grad_clip", "optim.ema_decay",
+    "optim.ema_warmup",
     "schedule.iters", "schedule.eta_min", "loss.charbonnier", "loss.charbonnier_eps",
-    "loss.temporal", "loss.fft", "run.seed",
+    "loss.temporal", "loss.fft", "loss.dynamic_frequency", "loss.dynamic_frequency_alpha",
+    "loss.dynamic_frequency_quantile", "loss.dynamic_frequency_sharpness", "loss.dynamic_frequency_split",
+    "loss.dynamic_frequency_ramp", "run.seed",
 )
 
 
 def to_dict(config) -> dict:
-    return dataclasses.asdict(config)
-
-
-def _coerce(value, annotation, where: str, source: str):
-    """Check ``value`` against a dataclass field type; ints are accepted where floats are."""
-    origin = typing.get_origin(annotation)
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise GbufError(f"{source}: {where} must be a number, got {value!r}")
-        return float(value)
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise GbufError(f"{source}: {where} must be an integer, got {value!r}")
-        return value
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise GbufError(f"{source}: {where} must be true or false, got {value!r}")
-        return value
-    if annotation is str:
-        if not isinstance(value, str):
-            raise GbufError(f"{source}: {where} must be a string, got {value!r}")
-        return value
-    if origin is list:
-        (item,) = typing.get_args(annotation)
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise GbufError(f"{source}: {where} must be a list, got {value!r}")
-        return [_coerce(v, item, f"{where}[{i}]", source) for i, v in enumerate(value)]
-    if annotation is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise GbufError(f"{source}: {where} must be a table, got {value!r}")
-        return dict(value)
-    raise AssertionError(f"unsupported config field type {annotation!r}")
+    return config_files.to_dict(config)
 
 
 def from_dict(data: dict, source: str = "config", base: TrainConfig | None = None) -> TrainConfig:
-    """Overlay nested ``data`` on ``base`` (defaults when None) and return a new config."""
-    # A deep copy via a round trip, so the sections of ``base`` are not shared.
-    config = _build(TrainConfig, to_dict(base if base is not None else TrainConfig()), "", source)
-    return _overlay(config, data, "", source)
-
-
-def _build(cls, values: dict, prefix: str, source: str):
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for field in dataclasses.fields(cls):
-        value = values[field.name]
-        if dataclasses.is_dataclass(hints[field.name]):
-            kwargs[field.name] = _build(hints[field.name], value, f"{prefix}{field.name}.", source)
-        else:
-            kwargs[field.name] = _coerce(value, hints[field.name], prefix + field.name, source)
-    return cls(**kwargs)
-
-
-def _overlay(obj, data: dict, prefix: str, source: str):
-    if not isinstance(data, dict):
-        raise GbufError(f"{source}: {prefix.rstrip('.') or 'the top level'} must be a table")
-    hints = typing.get_type_hints(type(obj))
-    names = {f.name for f in dataclasses.fields(obj)}
-    for key, value in data.items():
-        if key not in names:
-            known = ", ".join(prefix + n for n in sorted(names))
-            raise GbufError(f"{source}: unknown option {prefix}{key} (known here: {known})")
-        annotation = hints[key]
-        if dataclasses.is_dataclass(annotation):
-            _overlay(getattr(obj, key), value, f"{prefix}{key}.", source)
-        else:
-            setattr(obj, key, _coerce(value, annotation, prefix + key, source))
-    return obj
+    """Overlay nested ``data`` on a copy of ``base`` (defaults when None) and return it."""
+    config = config_files.copy(base if base is not None else TrainConfig())
+    return config_files.overlay(config, data, source)
 
 
 def set_dotted(config: TrainConfig, key: str, value, source: str = "command line") -> None:
     """Set one option by its dotted name (``data.patch``), type-checked."""
-    parts = key.split(".")
-    nested: dict = {}
-    cursor = nested
-    for part in parts[:-1]:
-        cursor = cursor.setdefault(part, {})
-    cursor[parts[-1]] = value
-    _overlay(config, nested, "", source)
+    config_files.set_dotted(config, key, value, source)
 
 
 def get_dotted(config: TrainConfig, key: str):
-    obj = config
-    for part in key.split("."):
-        obj = getattr(obj, part)
-    return obj
+    return config_files.get_dotted(config, key)
+
+
+#: Options that were removed; the ``config.toml`` of an older run may still hold them.
+RETIRED_KEYS = ("data.image_transform",)  # validated but never read: images follow data.normalize
 
 
 def load_file(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
-    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) config over ``base``."""
-    from gbuf.config_files import read_config_file
-
-    path = Path(path)
-    data = read_config_file(path)
-    config = from_dict(data, str(path), base)
-    config.validate(str(path))
-    return config
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) config over ``base``, validated."""
+    return config_files.load(TrainConfig, path, base=base, retired=RETIRED_KEYS)
 
 
-# --- TOML output (tomllib reads only; the values here are simple enough to write by hand) ---
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'"{escaped}"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def _toml_key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
+_SAVED_HEADER = "gbuf train: resolved configuration (usable as --config)"
 
 
 def to_toml(config: TrainConfig) -> str:
-    data = to_dict(config)
-    lines = ["# gbuf train: resolved configuration (usable as --config)"]
-    tables = []
-    for key, value in data.items():
-        if isinstance(value, dict) and key != "model_options":
-            tables.append((key, value))
-        else:
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    for name, table in tables:
-        lines.append("")
-        lines.append(f"[{name}]")
-        for key, value in table.items():
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    return "\n".join(lines) + "\n"
+    return config_files.to_toml(config, _SAVED_HEADER)
 
 
 def save(config: TrainConfig, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(to_toml(config), encoding="utf-8")
-    tmp.replace(path)
+    config_files.save_toml(config, path, _SAVED_HEADER)

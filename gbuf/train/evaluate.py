@@ -19,16 +19,18 @@ import csv
 import dataclasses
 import io
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gbuf import runtime
 from gbuf.datasets import format as fmt
 from gbuf.errors import GbufError
-
-BICUBIC = "bicubic"
+from gbuf.train import inference
+from gbuf.train.inference import BICUBIC
 
 #: (key, column title, format) of each metric, in table order.
 METRICS = (
@@ -40,121 +42,147 @@ METRICS = (
 )
 
 
+def parse_models(models: Sequence[str], checkpoints: Sequence[str | Path]) -> list[tuple[str, str | None]]:
+    """``MODEL ...`` and ``--ckpt F ...`` (one per model other than bicubic, in order) -> pairs."""
+    learned = [m for m in models if m != BICUBIC]
+    if len(checkpoints) != len(learned):
+        raise GbufError(f"--ckpt given {len(checkpoints)} time(s) for {len(learned)} model(s) other than "
+                        f"bicubic ({', '.join(learned) or 'none'}): give one per model, in order")
+    it = iter(checkpoints)
+    return [(m, None if m == BICUBIC else next(it)) for m in models]
+
+
 # ---------------------------------------------------------------------------------------------
-# Models
-
-
-class BicubicUpsampler(torch.nn.Module):
-    """The ``bicubic`` baseline: the LR image upsampled bicubically (PyTorch, a = -0.75), clipped to [0, 1]."""
-
-    recurrent = False
-    inputs = ("image",)
-
-    def __init__(self, scale: int):
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, batch):
-        image = batch["image"]
-        b, t, c, h, w = image.shape
-        up = F.interpolate(image.reshape(b * t, c, h, w).float(), scale_factor=self.scale, mode="bicubic",
-                           align_corners=False)
-        return up.clamp(0.0, 1.0).reshape(b, t, c, h * self.scale, w * self.scale)
+# Scoring one model (gbuf eval, and the trainer's validation)
 
 
 @dataclasses.dataclass
-class LoadedModel:
-    name: str
-    module: torch.nn.Module
-    checkpoint: Path | None
-    #: The loader normalisation the model was trained with (``rdg`` or ``none``).
-    normalize: str
-    #: Which weights were loaded (``params_ema``, ``params``, or ``-`` for bicubic).
-    weights: str
+class SequenceScores:
+    """What ``score_model`` measured on one sequence; per-frame lists are in frame order."""
+
+    sequence: str
+    psnr: list[float]
+    #: NaN for frames smaller than SSIM's 11x11 window.
+    ssim: list[float]
+    #: Empty without LPIPS weights.
+    lpips: list[float]
+    #: x1e-3, one value per frame after the first with visible pixels; empty without motion.
+    ewarp: list[float]
+    #: Mean VMAF, or None when not computed.
+    vmaf: float | None = None
+    #: Which motion E_warp used (``HR`` or ``<lr group> xS``), or None.
+    ewarp_source: str | None = None
+    #: The HR pixel row of the temporal profiles (None: no profiles).
+    profile_row: int | None = None
+    #: label -> one ``(W, 3)`` row per frame: ``output``, and ``hr`` / ``lr_bicubic`` when asked.
+    profiles: dict = dataclasses.field(default_factory=dict)
+    #: ``(LR network image, output, target)`` of the last frame scored (display domain).
+    last: tuple | None = None
+
+    def mean(self, metric: str) -> float | None:
+        """Mean over frames of a per-frame metric (``vmaf``: the session's mean); None when empty."""
+        if metric == "vmaf":
+            return self.vmaf
+        values = getattr(self, metric)
+        return float(np.mean(values)) if values else None
 
 
-def load_model(name: str, checkpoint=None, *, scale: int = 4, device="cpu", weights: str = "ema") -> LoadedModel:
-    """Build ``name`` and load ``checkpoint`` (gbuf training checkpoints or the authors' files).
+def _ssim(out, target, crop: int, y_channel: bool) -> float:
+    from gbuf.train import metrics
 
-    ``weights``: ``ema`` prefers ``params_ema`` when the file has it, ``params`` takes ``params``.
-    The loader normalisation comes from the checkpoint's saved config (``rdg`` otherwise, as
-    the official files).
+    if min(out.shape[-2:]) - 2 * crop < 11:  # smaller than SSIM's window: not measurable
+        return float("nan")
+    return metrics.ssim(out, target, crop, y_channel)
+
+
+def score_model(model: torch.nn.Module, data: str | Path, sequences: Sequence[str], *, normalize: str = "rdg",
+                lr_group: str = fmt.LR, segment_frames: int = 100, max_frames: int | None = None,
+                device: str | torch.device = "cpu", amp_dtype: torch.dtype | None = None, y_channel: bool = False,
+                crop: int = 0, lpips=None, vmaf: bool = False, ewarp: bool = True, profiles: bool = False,
+                profile_row: int | None = None, reference_profiles: bool = False, label: str = "",
+                progress: Callable[[str], None] | None = None) -> list[SequenceScores]:
+    """Score ``model`` (a module in eval mode) on ``sequences`` of the store ``data``, per frame.
+
+    Each sequence runs in segments of ``segment_frames`` (a recurrent state reset at each);
+    ``max_frames`` scores only the first frames of each sequence. Output and HR target are
+    compared in the display domain (``inference.to_display``) with PSNR and SSIM, and with
+    ``lpips`` (a ``metrics.LPIPS``), ``vmaf`` and ``ewarp`` (E_warp with the store's rendered
+    motion) when asked. ``profiles`` keeps pixel row ``profile_row`` (default: the middle) of each
+    output frame, and ``reference_profiles`` that of HR and of the bicubic LR too.
+    Returns one ``SequenceScores`` per sequence, in the order of ``sequences``.
     """
-    from gbuf.train import checkpoints, models
-    from gbuf.train.trainer import load_checkpoint_file
+    import gbuf.datasets as gd
+    from gbuf.train import metrics
 
-    if name == BICUBIC:
-        return LoadedModel(name, BicubicUpsampler(scale).to(device).eval(), None, "rdg", "-")
-    if name not in models.names():
-        raise GbufError(f"unknown model {name!r}; known models: {', '.join(models.names())}, {BICUBIC}")
-    if checkpoint is None:
-        raise GbufError(f"model {name} needs a checkpoint (--ckpt FILE)")
-    if weights not in ("ema", "params"):
-        raise GbufError(f"--weights {weights!r}: use ema or params")
-    checkpoint = Path(checkpoint)
-    meta = load_checkpoint_file(checkpoint)
-    saved_model = meta.get("model")
-    if isinstance(saved_model, str) and saved_model != name:
-        raise GbufError(f"{checkpoint}: checkpoint of model {saved_model}, not {name}")
-    options = dict(meta.get("model_options") or {})
-    normalize = ((meta.get("config") or {}).get("data") or {}).get("normalize", "rdg")
-    module = models.create(name, **options)
-    # The models' loader knows the authors' files (RDG's CycleFC offsets are checked and dropped).
-    state, used = checkpoints.read(checkpoint, key=None if weights == "ema" else "params")
-    checkpoints.load_state(module, state, where=str(checkpoint))
-    return LoadedModel(name, module.to(device).eval(), checkpoint, normalize, used)
-
-
-@torch.no_grad()
-def model_frames(model, batch: dict, device, amp_dtype=None):
-    """Run ``model`` on one segment (``batch``: keys -> ``(1, T, C, H, W)`` on ``device``).
-
-    Yields the output frames ``(3, sH, sW)`` as float32 tensors on ``device``, in order. A
-    recurrent model runs frame by frame through ``step`` (bounded memory); the
-    others see the whole segment at once.
-    """
-    from gbuf.train.trainer import autocast
-
-    inputs = {k: batch[k] for k in model.inputs}
-    if getattr(model, "recurrent", False) and hasattr(model, "step"):
-        state = None
-        for t in range(inputs["image"].shape[1]):
-            with autocast(torch.device(device), amp_dtype):
-                out, state = model.step({k: v[:, t] for k, v in inputs.items()}, state)
-            yield out[0].float()
-    else:
-        with autocast(torch.device(device), amp_dtype):
-            out = model(inputs)
-        for t in range(out.shape[1]):
-            yield out[0, t].float()
-
-
-# ---------------------------------------------------------------------------------------------
-# Display domain
-
-
-def srgb_encode(x):
-    x = x.clamp(0.0, 1.0)
-    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp(min=1e-12) ** (1 / 2.4) - 0.055)
-
-
-def srgb_decode(x):
-    x = x.clamp(0.0, 1.0)
-    return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-
-
-def to_display(x, normalize: str, encoding: str):
-    """Network image -> display-referred [0, 1] (the domain every metric and picture uses)."""
-    if normalize == "rdg" or encoding == "srgb":
-        return x.clamp(0.0, 1.0)
-    return srgb_encode(x)
-
-
-def to_linear(x, normalize: str, encoding: str):
-    """Network image -> linear [0, 1] (for EXR output)."""
-    if normalize == "rdg" or encoding == "srgb":
-        return srgb_decode(x)
-    return x.clamp(0.0, 1.0)
+    say = progress or (lambda text: None)
+    lr_buffers, hr_buffers = inference.model_buffers(model)
+    dataset = gd.SequenceDataset(data, lr_group=lr_group, lr_buffers=lr_buffers, hr_buffers=hr_buffers,
+                                 normalize=None if normalize == "none" else normalize,
+                                 segment_frames=segment_frames, sequences=sequences)
+    ds = dataset.ds
+    results = {name: SequenceScores(name, [], [], [], []) for name in sequences}
+    sessions: dict = {}
+    previous_output: dict = {}
+    for index in range(len(dataset)):
+        name, first, last = dataset.items[index]
+        if max_frames is not None and first >= max_frames:
+            continue
+        end = last if max_frames is None else min(last, max_frames)
+        say(f"{label}: {name} frames {first}..{end - 1}")
+        seq, res = ds[name], results[name]
+        hr_enc = seq[fmt.HR].attrs.get("image_encoding", "linear")
+        lr_enc = seq[lr_group].attrs.get("image_encoding", "linear")
+        batch = inference.segment_batch(dataset[index], device, normalize)
+        # metrics run where the model ran (float64 on the GPU is far faster than on the CPU)
+        target = inference.to_display(batch[fmt.hr_key("image")][0].float(), normalize, hr_enc)
+        hr_h, hr_w = target.shape[-2:]
+        if (profiles or reference_profiles) and res.profile_row is None:
+            res.profile_row = hr_h // 2 if profile_row is None else int(profile_row)
+            if not 0 <= res.profile_row < hr_h:
+                raise GbufError(f"--profile-row {res.profile_row}: outside the {hr_h} rows of {name}")
+        row = res.profile_row
+        motion = depth = None
+        if ewarp:
+            motion, depth, res.ewarp_source = _motion_for_ewarp(seq, lr_group, slice(first, last), (hr_h, hr_w))
+        if vmaf and name not in sessions:
+            sessions[name] = metrics.VmafSession(hr_w, hr_h, fps=float(seq.attrs.get("fps", 24) or 24))
+        lr_display = None
+        if reference_profiles:
+            lr_display = inference.to_display(batch["image"][0].float().cpu(), normalize, lr_enc)
+        scored = None
+        for t, out in enumerate(inference.model_frames(model, batch, device, amp_dtype)):
+            if first + t >= end:
+                break
+            out = inference.to_display(out, normalize, hr_enc)
+            if out.shape != target[t].shape:
+                raise GbufError(f"{label}: output {tuple(out.shape)} does not match HR {tuple(target[t].shape)}")
+            res.psnr.append(metrics.psnr(out, target[t], crop, y_channel))
+            res.ssim.append(_ssim(out, target[t], crop, y_channel))
+            if lpips is not None:
+                res.lpips.append(lpips(out, target[t]))
+            if motion is not None and name in previous_output:
+                err, _ = metrics.warping_error(previous_output[name], out, motion[t].to(out.device),
+                                               None if depth is None else depth[t].to(out.device))
+                if not math.isnan(err):
+                    res.ewarp.append(err * 1e3)
+            if motion is not None:
+                previous_output[name] = out
+            if vmaf:
+                sessions[name].add(inference.to_hwc_uint8(out), inference.to_hwc_uint8(target[t]))
+            if profiles:
+                res.profiles.setdefault("output", []).append(out[:, row, :].permute(1, 0).cpu().numpy())
+            if reference_profiles:
+                res.profiles.setdefault("hr", []).append(target[t][:, row, :].permute(1, 0).cpu().numpy())
+                up = inference.bicubic(lr_display[t], size=(hr_h, hr_w))
+                res.profiles.setdefault("lr_bicubic", []).append(up[:, row, :].permute(1, 0).numpy())
+            scored = (t, out)
+        if scored is not None:
+            # copies: views would keep the whole segment's tensors alive
+            t, out = scored
+            res.last = (batch["image"][0, t].clone(), out, target[t].clone())
+    for name, session in sessions.items():
+        results[name].vmaf = session.close()["mean"]
+    return list(results.values())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,6 +205,11 @@ class EvalReport:
     notes: list[str]
     y_channel: bool
     crop: int
+    #: Torch CPU threads the run used.
+    threads: int = 1
+    #: Where ``table`` / ``plot`` were written (None: not asked for).
+    table: Path | None = None
+    plot: Path | None = None
 
     def average(self, model: str, metric: str):
         values = [self.scores[model][metric].get(s) for s in self.sequences]
@@ -209,26 +242,43 @@ def _motion_for_ewarp(seq, lr_group: str, t: slice, hr_size):
     return motion, depth, f"{lr_group} x{s}"
 
 
-def evaluate(models: list[tuple[str, str | None]], data: str, *, sequences=None, lr_group: str = fmt.LR,
-             segment_frames: int = 100, device: str = "auto", amp: str = "off", y_channel: bool = False,
-             crop: int = 0, vmaf: str = "auto", lpips_weights=None, weights: str = "ema", profile_row=None,
-             progress=None) -> EvalReport:
+def evaluate(models: Sequence[tuple[str, str | Path | None]], data: str | Path, *,
+             sequences: Sequence[str] | None = None, lr_group: str = fmt.LR, segment_frames: int = 100,
+             device: str = "auto", amp: str = "off", y_channel: bool = False, crop: int = 0, vmaf: str = "auto",
+             lpips_weights: str | Path | None = None, weights: str = "ema", profile_row: int | None = None,
+             table: str | Path | None = None, plot: str | Path | None = None, threads: int | None = None,
+             progress: Callable[[str], None] | None = None) -> EvalReport:
     """Score ``models`` (``[(name, checkpoint or None), ...]``) on ``data``; see the module docstring.
 
     ``vmaf``: ``auto`` (when the bundled ffmpeg has libvmaf), ``on`` (error if not) or ``off``.
+    ``table`` (``.md`` / ``.csv``) and ``plot`` (``.png``): files to write the results to.
+    ``threads``: torch CPU threads (None: ``gbuf.runtime``'s default).
     ``progress``: a callable taking one line of text, or None.
     """
+    with runtime.threads(threads) as used:
+        report = _evaluate(models, data, sequences=sequences, lr_group=lr_group, segment_frames=segment_frames,
+                           device=device, amp=amp, y_channel=y_channel, crop=crop, vmaf=vmaf,
+                           lpips_weights=lpips_weights, weights=weights, profile_row=profile_row,
+                           progress=progress)
+        report.threads = used
+    if table is not None:
+        report.table = write_table(report, table)
+    if plot is not None:
+        report.plot = write_plot(report, plot)
+    return report
+
+
+def _evaluate(models, data, *, sequences, lr_group, segment_frames, device, amp, y_channel, crop, vmaf,
+              lpips_weights, weights, profile_row, progress) -> EvalReport:
     import gbuf.datasets as gd
     from gbuf.train import metrics
-    from gbuf.train.trainer import autocast_dtype, model_buffers, network_batch, resolve_device
 
     if not models:
         raise GbufError("no model to evaluate")
     if segment_frames < 1:
         raise GbufError("--segment-frames must be >= 1")
-    say = progress or (lambda text: None)
-    dev = resolve_device(device)
-    amp_dtype = autocast_dtype(amp, dev)
+    dev = runtime.resolve_device(device)
+    amp_dtype = runtime.autocast_dtype(amp, dev)
     ds = gd.open(data)
     names = list(sequences) if sequences else ds.sequences
     if not names:
@@ -264,10 +314,14 @@ def evaluate(models: list[tuple[str, str | None]], data: str, *, sequences=None,
     loaded = []
     seen = set()
     for name, ckpt in models:
-        model = load_model(name, ckpt, scale=scale, device=dev, weights=weights)
+        model = inference.load_model(name, ckpt, scale=scale, device=dev, weights=weights)
         label = name if name not in seen else f"{name} ({Path(ckpt).name})"
         seen.add(name)
         loaded.append((label, model))
+    # Which weights each score is of: a short run's params_ema and params can differ by many dB.
+    used = [f"{label}: {lm.weights} of {Path(lm.checkpoint).name}" for label, lm in loaded if lm.checkpoint]
+    if used:
+        notes.append(f"Weights (--weights {weights}): " + "; ".join(used))
 
     scores = {label: {m[0]: {} for m in METRICS} for label, _ in loaded}
     per_frame = {label: {} for label, _ in loaded}
@@ -276,79 +330,23 @@ def evaluate(models: list[tuple[str, str | None]], data: str, *, sequences=None,
     ewarp_sources = set()
 
     for mi, (label, lm) in enumerate(loaded):
-        model = lm.module
-        lr_buffers, hr_buffers = model_buffers(model)
-        normalize = None if lm.normalize == "none" else lm.normalize
-        for name in names:
-            seq = ds[name]
-            for group, needed in ((lr_group, lr_buffers), (fmt.HR, hr_buffers)):
-                missing = [b for b in needed if b not in seq[group].buffers]
-                if missing:
-                    raise GbufError(f"{seq[group].where}: model {lm.name} needs buffer(s) {', '.join(missing)} "
-                                    f"that group {group!r} lacks (has: {', '.join(seq[group].buffers)})")
-        dataset = gd.SequenceDataset(data, lr_group=lr_group, lr_buffers=lr_buffers, hr_buffers=hr_buffers,
-                                     normalize=normalize, segment_frames=segment_frames, sequences=names)
-        encodings = {n: (ds[n][fmt.HR].attrs.get("image_encoding", "linear"),
-                         ds[n][lr_group].attrs.get("image_encoding", "linear")) for n in names}
-        vmaf_sessions: dict = {}
-        frame_scores: dict = {n: {"psnr": [], "ssim": [], "lpips": [], "ewarp": []} for n in names}
-        previous_output: dict = {}
-        for index in range(len(dataset)):
-            name, first, last = dataset.items[index]
-            say(f"{label}: {name} frames {first}..{last - 1}")
-            item = dataset[index]
-            batch = network_batch({k: v[None] for k, v in item.items() if torch.is_tensor(v)}, dev,
-                                  lm.normalize)
-            hr_enc, lr_enc = encodings[name]
-            # metrics run where the model ran (float64 on the GPU is far faster than on the CPU)
-            target = to_display(batch[fmt.hr_key("image")][0].float(), lm.normalize, hr_enc)
-            hr_h, hr_w = target.shape[-2:]
-            row = profile_rows.setdefault(name, hr_h // 2 if profile_row is None else int(profile_row))
-            if not 0 <= row < hr_h:
-                raise GbufError(f"--profile-row {row}: outside the {hr_h} rows of {name}")
-            motion, depth, source = _motion_for_ewarp(seq=ds[name], lr_group=lr_group, t=slice(first, last),
-                                                      hr_size=(hr_h, hr_w))
-            if source:
-                ewarp_sources.add(source)
-            if use_vmaf and name not in vmaf_sessions:
-                fps = float(ds[name].attrs.get("fps", 24) or 24)
-                vmaf_sessions[name] = metrics.VmafSession(hr_w, hr_h, fps=fps)
-            lr_display = None
-            if mi == 0:
-                lr_display = to_display(batch["image"][0].float().cpu(), lm.normalize, lr_enc)
-            outs = []
-            for t, out in enumerate(model_frames(model, batch, dev, amp_dtype)):
-                out = to_display(out, lm.normalize, hr_enc)
-                if out.shape != target[t].shape:
-                    raise GbufError(f"{label}: output {tuple(out.shape)} does not match HR {tuple(target[t].shape)}")
-                fs = frame_scores[name]
-                fs["psnr"].append(metrics.psnr(out, target[t], crop, y_channel))
-                fs["ssim"].append(metrics.ssim(out, target[t], crop, y_channel))
-                if lpips is not None:
-                    fs["lpips"].append(lpips(out, target[t]))
-                if motion is not None and name in previous_output:
-                    err, _ = metrics.warping_error(previous_output[name], out, motion[t].to(out.device),
-                                                   None if depth is None else depth[t].to(out.device))
-                    if not math.isnan(err):
-                        fs["ewarp"].append(err * 1e3)
-                previous_output[name] = out
-                if use_vmaf:
-                    vmaf_sessions[name].add(_hwc_uint8(out), _hwc_uint8(target[t]))
-                outs.append(out[:, row, :].permute(1, 0).cpu().numpy())
-                if mi == 0:
-                    profiles[name].setdefault("hr", []).append(target[t][:, row, :].permute(1, 0).cpu().numpy())
-                    up = F.interpolate(lr_display[t][None], scale_factor=scale, mode="bicubic",
-                                       align_corners=False)[0].clamp(0, 1)
-                    profiles[name].setdefault("lr_bicubic", []).append(up[:, row, :].permute(1, 0).numpy())
-            profiles[name].setdefault(label, []).extend(outs)
-        for name in names:
-            fs = frame_scores[name]
-            per_frame[label][name] = list(fs["psnr"])
-            scores[label]["psnr"][name] = float(np.mean(fs["psnr"]))
-            scores[label]["ssim"][name] = float(np.mean(fs["ssim"]))
-            scores[label]["lpips"][name] = float(np.mean(fs["lpips"])) if fs["lpips"] else None
-            scores[label]["ewarp"][name] = float(np.mean(fs["ewarp"])) if fs["ewarp"] else None
-            scores[label]["vmaf"][name] = vmaf_sessions[name].close()["mean"] if name in vmaf_sessions else None
+        lr_buffers, hr_buffers = inference.model_buffers(lm.module)
+        inference.check_inputs(ds, lm.name, names, lr_group, lr_buffers, hr_buffers)
+        results = score_model(lm.module, data, names, normalize=lm.normalize, lr_group=lr_group,
+                              segment_frames=segment_frames, device=dev, amp_dtype=amp_dtype, y_channel=y_channel,
+                              crop=crop, lpips=lpips, vmaf=use_vmaf, ewarp=True, profiles=True,
+                              profile_row=profile_row, reference_profiles=mi == 0, label=label, progress=progress)
+        for res in results:
+            name = res.sequence
+            per_frame[label][name] = list(res.psnr)
+            for metric, _, _ in METRICS:
+                scores[label][metric][name] = res.mean(metric)
+            if res.ewarp_source:
+                ewarp_sources.add(res.ewarp_source)
+            profile_rows.setdefault(name, res.profile_row)
+            profiles[name].setdefault("hr", res.profiles.get("hr"))
+            profiles[name].setdefault("lr_bicubic", res.profiles.get("lr_bicubic"))
+            profiles[name][label] = res.profiles.get("output")
 
     if ewarp_sources:
         notes.append("E_warp: mean squared RGB difference (8-bit, /255) x 1e3 between frame t and frame t-1 "
@@ -356,16 +354,10 @@ def evaluate(models: list[tuple[str, str | None]], data: str, *, sequences=None,
                      "pass the forward/backward consistency check")
     else:
         notes.append("E_warp: not available (the store has no motion buffer)")
-    profiles = {n: {k: np.stack(v) for k, v in p.items()} for n, p in profiles.items()}
+    profiles = {n: {k: np.stack(v) for k, v in p.items() if v} for n, p in profiles.items()}
     return EvalReport(data=str(data), lr_group=lr_group, sequences=names, models=[l for l, _ in loaded],
                       scores=scores, per_frame=per_frame, profiles=profiles, profile_rows=profile_rows,
                       notes=notes, y_channel=y_channel, crop=crop)
-
-
-def _hwc_uint8(image) -> np.ndarray:
-    from gbuf.train.metrics import to_uint8
-
-    return to_uint8(image).permute(1, 2, 0).cpu().numpy().astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,7 +365,7 @@ def _hwc_uint8(image) -> np.ndarray:
 
 
 def _cell(value, template: str) -> str:
-    if value is None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if isinstance(value, float) and math.isinf(value):
         return "inf"

@@ -24,13 +24,47 @@ Needs the ``export`` extra (``onnx``, ``onnxruntime``, ``onnxscript``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 from pathlib import Path
 
+from gbuf import runtime
 from gbuf.errors import GbufError
 
 DEFAULT_EXPORT_SIZE = (270, 480)
 TOLERANCE = 1e-4
+
+#: (logger, message template) of the graph optimiser's notes on every export: a multi-output
+#: op (``Split``) it leaves unfolded, and an initializer it does not deduplicate because the
+#: graph outputs it. Both describe a correct graph; they are dropped from the output.
+ONNX_PASS_NOTES = (
+    ("onnxscript.optimizer._constant_folding", "Skipping constant folding for op %s with multiple outputs."),
+    ("onnx_ir.passes.common.initializer_deduplication",
+     "Skipped deduplication of initializer '%s' as it is a graph input or output"),
+)
+
+
+class _DropNotes(logging.Filter):
+    def __init__(self, template: str):
+        super().__init__()
+        self.template = template
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != self.template
+
+
+@contextlib.contextmanager
+def _quiet_onnx_passes():
+    """Drop exactly the ``ONNX_PASS_NOTES`` records while exporting (every other record passes)."""
+    installed = [(logging.getLogger(name), _DropNotes(template)) for name, template in ONNX_PASS_NOTES]
+    for logger, note_filter in installed:
+        logger.addFilter(note_filter)
+    try:
+        yield
+    finally:
+        for logger, note_filter in installed:
+            logger.removeFilter(note_filter)
 
 
 @dataclasses.dataclass
@@ -43,6 +77,8 @@ class ExportReport:
     state_rel_error: float  # of the state tensors, relative to each one's largest magnitude (>= 1)
     lr_size: tuple[int, int]
     checkpoint_entry: str | None  # "params_ema" / "params" / None (random weights)
+    #: Torch (and ONNX Runtime) CPU threads of the export and check.
+    threads: int = 1
 
 
 def _require_onnx():
@@ -90,16 +126,36 @@ def _graph_module(model, frame_keys, state_spec):
     return OneFrame().eval()
 
 
-def export_onnx(name: str, onnx_path, ckpt=None, lr_size=DEFAULT_EXPORT_SIZE, key: str | None = None,
-                opset: int = 18, tolerance: float = TOLERANCE, model=None, **options) -> ExportReport:
-    """Export model ``name`` (weights from ``ckpt`` if given) to ``onnx_path`` and check it."""
+def export_onnx(name: str, onnx_path: str | Path, ckpt: str | Path | None = None,
+                lr_size: tuple[int, int] | str = DEFAULT_EXPORT_SIZE, key: str | None = None, opset: int = 18,
+                tolerance: float = TOLERANCE, model=None, threads: int | None = None, **options) -> ExportReport:
+    """Export model ``name`` (weights from ``ckpt`` if given) to ``onnx_path`` and check it.
+
+    ``lr_size``: ``(height, width)`` or ``"HxW"``; ``threads``: torch CPU threads, which ONNX
+    Runtime's check uses too (None: ``gbuf.runtime``'s default).
+    """
+    from gbuf.train import models
+
+    if model is None and name not in models.names():
+        raise GbufError(f"unknown model {name!r}; known models: {', '.join(models.names())}")
+    if isinstance(lr_size, str):
+        from gbuf.train.bench import parse_size
+
+        lr_size = parse_size(lr_size)
+    with runtime.threads(threads) as used:
+        report = _export(name, onnx_path, ckpt, lr_size, key, opset, tolerance, model, options)
+    report.threads = used
+    return report
+
+
+def _export(name, onnx_path, ckpt, lr_size, key, opset, tolerance, model, options) -> ExportReport:
     _require_onnx()
     import numpy as np
     import onnxruntime as ort
     import torch
     from torch.utils._pytree import tree_flatten
 
-    from gbuf.train import bench, checkpoints, models
+    from gbuf.train import checkpoints, inference, models
 
     onnx_path = Path(onnx_path)
     if onnx_path.suffix != ".onnx":
@@ -109,9 +165,9 @@ def export_onnx(name: str, onnx_path, ckpt=None, lr_size=DEFAULT_EXPORT_SIZE, ke
     entry = checkpoints.load(model, ckpt, key) if ckpt is not None else None
     model = model.cpu().eval()
 
-    frames = [bench.example_frame(model, lr_size, "cpu", seed=t) for t in range(2)]
+    frames = [inference.example_frame(model, lr_size, "cpu", seed=t) for t in range(2)]
     frame_keys = list(frames[0])
-    streaming = bench.streams(model)
+    streaming = inference.streams(model)
     with torch.inference_mode():
         if streaming:
             if callable(getattr(model, "initial_state", None)):
@@ -133,7 +189,7 @@ def export_onnx(name: str, onnx_path, ckpt=None, lr_size=DEFAULT_EXPORT_SIZE, ke
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = onnx_path.with_name(onnx_path.name + ".tmp.onnx")
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _quiet_onnx_passes():
             program = torch.onnx.export(graph, example, dynamo=True, input_names=input_names,
                                         output_names=output_names, opset_version=opset, verbose=False,
                                         external_data=False)

@@ -34,17 +34,21 @@ import tempfile
 import threading
 from pathlib import Path
 
-from gbuf.errors import GbufError
+from gbuf.datasets.colour import quantize8
+from gbuf.errors import GbufError, error_line
 
 # ---------------------------------------------------------------------------------------------
 # 8-bit conversion
 
 
-def to_uint8(image):
-    """``(..., H, W)`` float in [0, 1] -> float64 tensor of integers 0..255 (clamp, x255, round)."""
+def levels8(image):
+    """``(..., H, W)`` float in [0, 1] -> float64 tensor of the 8-bit levels 0..255 (clamp, x255, round).
+
+    The rounding runs in float64, whatever ``image``'s dtype, so a metric does not depend on it.
+    """
     import torch
 
-    return torch.round(image.detach().to(torch.float64).clamp(0.0, 1.0) * 255.0)
+    return quantize8(image.detach().to(torch.float64))
 
 
 def _luma(img255):
@@ -56,7 +60,7 @@ def _luma(img255):
 def _prepare(a, b, crop: int, y_channel: bool):
     if a.shape != b.shape:
         raise GbufError(f"metric: image shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
-    a, b = to_uint8(a), to_uint8(b)
+    a, b = levels8(a), levels8(b)
     if crop:
         a, b = a[..., crop:-crop, crop:-crop], b[..., crop:-crop, crop:-crop]
     if y_channel:
@@ -174,8 +178,8 @@ def warping_error(previous, current, motion, depth=None) -> tuple[float, float]:
 
     from gbuf.train.ops import backward_warp
 
-    prev = to_uint8(previous) / 255.0
-    cur = to_uint8(current) / 255.0
+    prev = levels8(previous) / 255.0
+    cur = levels8(current) / 255.0
     motion = motion.to(torch.float64)
     warped = backward_warp(prev[None], motion[None])[0]
     mask = occlusion_mask(motion, depth)
@@ -327,7 +331,7 @@ class LPIPS:
         try:
             alexnet.load_state_dict(state)
         except RuntimeError as err:
-            raise GbufError(f"{backbone_file}: not torchvision AlexNet weights ({str(err).splitlines()[0]})") from None
+            raise GbufError(f"{backbone_file}: not torchvision AlexNet weights ({error_line(err)})") from None
         self.features = alexnet.features[: self._TAPS[-1] + 1].eval().to(device)
         linear = torch.load(linear_file, map_location="cpu", weights_only=True)
         self.linear = []
@@ -353,8 +357,8 @@ class LPIPS:
         import torch.nn.functional as F
 
         with torch.no_grad():
-            a = (to_uint8(output).float()[None] / 127.5 - 1.0).to(self.device)
-            b = (to_uint8(target).float()[None] / 127.5 - 1.0).to(self.device)
+            a = (levels8(output).float()[None] / 127.5 - 1.0).to(self.device)
+            b = (levels8(target).float()[None] / 127.5 - 1.0).to(self.device)
             fa = self._taps((a - self.shift) / self.scale)
             fb = self._taps((b - self.shift) / self.scale)
             total = 0.0

@@ -12,7 +12,8 @@ pure function of the step number:
   ``((s - 1) * world + r) * batch + [0, batch)``, so the data order needs only the
   step, and a resumed run starts its loader at the next step;
 - weights, EMA weights, optimizer, scheduler, AMP scaler, the step and the
-  python / numpy / torch (and CUDA) RNG states of every rank are saved.
+  python / numpy / torch (and CUDA) RNG states of every rank are saved; the EMA's
+  decay is a function of the step (``EMA.decay_at``).
 
 A run interrupted at any step and resumed therefore ends with the same weights,
 bit for bit, as a run that was never interrupted (``tests/test_train_resume.py``).
@@ -20,40 +21,55 @@ bit for bit, as a run that was never interrupted (``tests/test_train_resume.py``
 Checkpoints: ``DIR/ckpt/step_N.pt`` holds ``params`` and ``params_ema`` (the key
 names the official RDG / BasicSR loaders read) and ``train_state``; the newest
 ``run.keep_last`` are kept, and ``DIR/ckpt/best.pt`` is the one with the best
-validation PSNR. They load with ``torch.load(..., weights_only=True)``.
+validation PSNR. They load with ``torch.load(..., weights_only=True)`` and carry a
+SHA-256 of their content, checked on every load (``gbuf.train.checkpoints``).
+``log.jsonl`` holds each step once: a resumed run drops the lines past its checkpoint.
+
+``init`` (``--init CKPT``) starts a run from trained weights (a fine-tune); the EMA
+starts from them too.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import json
+import logging
 import math
 import os
 import random
-import re
 import signal
-import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from gbuf import fileio, runtime
 from gbuf.datasets import format as fmt
-from gbuf.errors import GbufError
+from gbuf.errors import GbufError, error_line
+from gbuf.progress import Progress
 from gbuf.train import config as cfg
+from gbuf.train import inference
+from gbuf.train.checkpoints import BEST_NAME, CKPT_DIR, latest_checkpoint, step_checkpoints
 from gbuf.train.losses import LossWeights, rdg_loss
 
-CKPT_DIR = "ckpt"
-CKPT_PATTERN = re.compile(r"^step_(\d+)\.pt$")
-BEST_NAME = "best.pt"
+_log = logging.getLogger(__name__)
+
+#: Warnings torch gives during a run that say nothing the user can act on; ignored by message.
+QUIET_WARNINGS = (
+    # torch's generic caution when data.workers exceeds the cores: the worker count is a setting
+    # of its own (data.workers, --workers, documented), and every run on a small machine got it.
+    r"This DataLoader will create \d+ worker processes in total",
+    # DDP, on depthwise convolutions: the weight's gradient and its bucket view differ only in the
+    # stride of a dimension of size 1, which changes no byte of the copy.
+    r"Grad strides do not match bucket view strides",
+)
 
 
 # ---------------------------------------------------------------------------------------------
-# Devices, processes, precision
+# Processes
 
 
 @dataclasses.dataclass
@@ -88,80 +104,8 @@ def _init_distributed(device_spec: str) -> Distributed:
     return Distributed(rank, world, local_rank, True)
 
 
-def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> the CUDA device of this rank when present, else CPU."""
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise GbufError(f"device {spec!r}: CUDA is not available on this machine (use --device cpu)")
-        if spec == "cuda":
-            return torch.device("cuda", local_rank)
-    try:
-        return torch.device(spec)
-    except RuntimeError:
-        raise GbufError(f"device {spec!r}: not a device (use auto, cpu, cuda or cuda:N)") from None
-
-
-def autocast_dtype(amp: str, device: torch.device):
-    """The autocast dtype for ``amp`` on ``device`` (None: full precision)."""
-    if amp == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    if amp == "off":
-        return None
-    if amp == "fp16":
-        if device.type != "cuda":
-            raise GbufError("--amp fp16 needs CUDA (use bf16 or off on CPU)")
-        return torch.float16
-    if amp == "bf16":
-        return torch.bfloat16
-    raise GbufError(f"--amp {amp!r}: use auto, bf16, fp16 or off")
-
-
-def autocast(device: torch.device, dtype):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 # ---------------------------------------------------------------------------------------------
 # Data
-
-
-def model_buffers(model) -> tuple[list[str], list[str]]:
-    """``(lr_buffers, hr_buffers)`` to load for ``model``: its inputs, plus the LR and HR images.
-
-    The LR image is always read (it is the bicubic baseline of the image grids), the HR
-    image is the target.
-    """
-    inputs = list(getattr(model, "inputs", ("image",)))
-    lr = [k for k in inputs if not k.startswith(fmt.HR_PREFIX)]
-    hr = [k[len(fmt.HR_PREFIX):] for k in inputs if k.startswith(fmt.HR_PREFIX)]
-    if "image" not in lr:
-        lr.insert(0, "image")
-    if "image" not in hr:
-        hr.insert(0, "image")
-    return lr, hr
-
-
-def check_store_for_model(ds, model_name: str, sequences, lr_group: str, lr_buffers, hr_buffers) -> int:
-    """Check every sequence has the groups and buffers the model reads; return the LR scale."""
-    scales = set()
-    for name in sequences:
-        seq = ds[name]
-        for group, needed in ((lr_group, lr_buffers), (fmt.HR, hr_buffers)):
-            if group not in seq.resolutions:
-                raise GbufError(f"{ds.path}: sequence {name!r} has no resolution group {group!r} "
-                                f"(has: {', '.join(seq.resolutions)})")
-            res = seq[group]
-            missing = [b for b in needed if b not in res.buffers]
-            if missing:
-                raise GbufError(f"{res.where}: model {model_name} needs buffer(s) {', '.join(missing)} "
-                                f"that group {group!r} lacks (has: {', '.join(res.buffers)})")
-        scales.add(seq[lr_group].scale)
-    if len(scales) != 1:
-        raise GbufError(f"{ds.path}: group {lr_group!r} has different scales across sequences: {sorted(scales)}")
-    return scales.pop()
 
 
 def split_sequences(ds, data: cfg.DataConfig) -> tuple[list[str], list[str]]:
@@ -177,25 +121,6 @@ def split_sequences(ds, data: cfg.DataConfig) -> tuple[list[str], list[str]]:
     if not train:
         raise GbufError(f"{ds.path}: no sequence left to train on (validation holds {', '.join(val)})")
     return train, val
-
-
-def network_batch(batch: dict, device: torch.device, normalize: str) -> dict:
-    """Move a loader batch to ``device``; map images into the network's [0, 1] domain.
-
-    With ``normalize="rdg"`` the loader already made images display-referred (clip
-    to [0, 1], sRGB encode, as the official 8-bit PNG inputs). With ``"none"`` the
-    linear HDR images are only clipped to [0, 1].
-    """
-    out = {}
-    for key, value in batch.items():
-        if not torch.is_tensor(value):
-            out[key] = value
-            continue
-        value = value.to(device, non_blocking=True)
-        if normalize == "none" and key in ("image", fmt.hr_key("image")):
-            value = torch.nan_to_num(value, nan=0.0, posinf=1.0).clamp(0.0, 1.0)
-        out[key] = value
-    return out
 
 
 class StepSampler(torch.utils.data.distributed.DistributedSampler):
@@ -226,21 +151,133 @@ class StepSampler(torch.utils.data.distributed.DistributedSampler):
 # EMA, schedule
 
 
-class EMA:
-    """Exponential moving average of the parameters (buffers are copied)."""
+#: ``EMA.decay_at``: update ``k`` uses at most ``(1 + k) / (EMA_WARMUP + k)``.
+EMA_WARMUP = 10
 
-    def __init__(self, model: torch.nn.Module, decay: float):
+
+class EMA:
+    """Exponential moving average of the parameters (buffers are copied), starting from the
+    model's weights as they are when it is built (random or ``init``).
+
+    With ``warmup`` the decay of update ``k`` (0-based) is ``min(decay, (1 + k) / (10 + k))``:
+    0.1 at the first update, 0.5 at the ninth, 0.99 at the 891st, ``decay`` (0.999) from the
+    8991st. A fixed 0.999 from the first step keeps ``0.999^k`` of the starting weights in the
+    average -- 78 % after 250 steps, 14 % after 2000 -- so a short run or a fine-tune scored
+    with its EMA weights showed mostly the starting point. The decay is a function of the step
+    alone (saved in every checkpoint), so resumption stays exact.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = True):
         self.decay = decay
+        self.warmup = warmup
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
 
+    def decay_at(self, updates: int) -> float:
+        """The decay of the update that follows ``updates`` earlier ones."""
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1.0 + updates) / (EMA_WARMUP + updates))
+
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
+    def update(self, model: torch.nn.Module, updates: int) -> None:
+        """Average ``model``'s parameters in; ``updates``: how many updates came before (the step)."""
+        decay = self.decay_at(updates)
         for p_ema, p in zip(self.model.parameters(), model.parameters()):
-            p_ema.mul_(self.decay).add_(p.detach(), alpha=1.0 - self.decay)
+            p_ema.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
         for b_ema, b in zip(self.model.buffers(), model.buffers()):
             b_ema.copy_(b)
+
+
+def load_init(model: torch.nn.Module, path: str | Path, weights: str = "ema") -> str:
+    """Load the starting weights of a run (``init``) into ``model``; returns the entry used.
+
+    ``weights``: ``ema`` takes ``params_ema`` when the file has it, else ``params`` (the authors'
+    files hold only ``params``); ``params`` takes the raw weights. Keys and shapes must match the
+    model exactly: anything else is a one-line ``GbufError`` naming the file and the first
+    mismatching keys.
+    """
+    from gbuf.train import checkpoints as model_checkpoints
+
+    if weights not in ("ema", "params"):
+        raise GbufError(f"init_weights {weights!r}: use ema or params")
+    state, used = model_checkpoints.read(path, key=None if weights == "ema" else "params")
+    model_checkpoints.load_state(model, state, where=f"--init {path}")
+    return used
+
+
+def _restore(path, state: dict, model, ema, optimizer, scheduler, scaler, config, rank: int, world: int,
+             device) -> tuple[int, float | None]:
+    """Load a checkpoint's weights and ``train_state`` for ``--resume``; ``(step, best_psnr)``.
+
+    Any malformed part is a one-line ``GbufError`` naming the file, never a traceback.
+    """
+    from gbuf.train import checkpoints as model_checkpoints
+
+    if "train_state" not in state:
+        raise GbufError(f"{path}: holds weights only, no training state to resume")
+    ts = state["train_state"]
+    expected = {"step": int, "optimizer": dict, "scheduler": dict, "rng": list, "data_order": dict}
+    if not isinstance(ts, dict):
+        raise GbufError(f"{path}: malformed train_state (a {type(ts).__name__}, not a table)")
+    for key, kind in expected.items():
+        if not isinstance(ts.get(key), kind) or (kind is int and isinstance(ts[key], bool)):
+            got = "missing" if key not in ts else f"a {type(ts[key]).__name__}"
+            raise GbufError(f"{path}: malformed train_state ({key} is {got}, not {kind.__name__})")
+    if not ts["rng"]:
+        raise GbufError(f"{path}: malformed train_state (rng holds no state)")
+    if not 0 <= ts["step"] <= config.schedule.iters:
+        raise GbufError(f"{path}: malformed train_state (step {ts['step']} is outside 0..{config.schedule.iters})")
+    if "params" not in state:
+        raise GbufError(f"{path}: no 'params' entry to resume from")
+    try:
+        data_order = ts["data_order"]
+        if data_order["world"] != world or data_order["batch_size"] != config.data.batch_size:
+            raise GbufError(f"{path}: saved with {data_order['world']} process(es) x batch "
+                            f"{data_order['batch_size']}; resuming with {world} x {config.data.batch_size} "
+                            f"would change the data order")
+        model_checkpoints.load_state(model, state["params"], where=str(path))
+        if ema is not None:
+            model_checkpoints.load_state(ema.model, state.get("params_ema", state["params"]), where=str(path))
+        optimizer.load_state_dict(ts["optimizer"])
+        scheduler.load_state_dict(ts["scheduler"])
+        if "scaler" in ts and scaler.is_enabled():
+            scaler.load_state_dict(ts["scaler"])
+        rng = ts["rng"][rank] if rank < len(ts["rng"]) else ts["rng"][0]
+        model_checkpoints.set_rng_state(rng, device)
+    except GbufError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as err:
+        # torch's load_state_dict and the RNG setters say what was wrong, in many words and types
+        raise GbufError(f"{path}: malformed train_state ({type(err).__name__}: {error_line(err, limit=200)})") from None
+    # The scheduler steps once a step: a state that disagrees would shift the whole schedule.
+    if scheduler.last_epoch != ts["step"]:
+        raise GbufError(f"{path}: malformed train_state (scheduler at step {scheduler.last_epoch!r}, "
+                        f"the checkpoint at step {ts['step']})")
+    best_psnr = ts.get("best_psnr")
+    if best_psnr is not None and not isinstance(best_psnr, (int, float)):
+        raise GbufError(f"{path}: malformed train_state (best_psnr is a {type(best_psnr).__name__})")
+    return ts["step"], best_psnr
+
+
+def unused_parameters(model: torch.nn.Module, lr_size, frames: int, device) -> list[str]:
+    """Names of the parameters a training forward of ``model`` leaves without a gradient.
+
+    Tried on a copy with random inputs (``inference.example_clip``) of ``frames`` frames at
+    ``lr_size``; the global RNG states are restored after, so the run itself is unchanged.
+    """
+    trial = copy.deepcopy(model).train()
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    try:
+        out = trial(inference.example_clip(trial, lr_size, frames, device))
+        out.float().mean().backward()
+    finally:
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng, device)
+    return [name for name, p in trial.named_parameters() if p.requires_grad and p.grad is None]
 
 
 def cosine_factor(step: int, total: int, base_lr: float, eta_min: float) -> float:
@@ -250,123 +287,47 @@ def cosine_factor(step: int, total: int, base_lr: float, eta_min: float) -> floa
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def _rng_state(device: torch.device) -> dict:
-    np_state = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        # numpy's state holds an ndarray, which weights_only loading refuses: store it as a tensor.
-        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-        "torch": torch.get_rng_state(),
-    }
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    random.setstate(_as_tuple(state["python"]))
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _as_tuple(value):
-    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
-def step_checkpoints(out_dir: Path) -> list[tuple[int, Path]]:
-    """``[(step, path), ...]`` of ``DIR/ckpt/step_N.pt``, oldest first."""
-    folder = Path(out_dir) / CKPT_DIR
-    found = []
-    if folder.is_dir():
-        for p in folder.iterdir():
-            m = CKPT_PATTERN.match(p.name)
-            if m:
-                found.append((int(m.group(1)), p))
-    return sorted(found)
-
-
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    found = step_checkpoints(out_dir)
-    return found[-1][1] if found else None
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint_file(path: Path) -> dict:
-    """The dict saved in ``path`` (``weights_only``); a ``GbufError`` for anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise GbufError(f"{path}: checkpoint not found")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise GbufError(f"{path}: not a loadable checkpoint ({message})") from None
-    if not isinstance(data, dict):
-        raise GbufError(f"{path}: not a checkpoint (holds a {type(data).__name__})")
-    return data
-
-
-# ---------------------------------------------------------------------------------------------
 # Logging
 
 
 class _Logger:
-    """Rank-0 output: rich progress bar, ``log.jsonl`` scalars, TensorBoard."""
+    """Rank-0 output: ``log.jsonl`` scalars, TensorBoard, lines through ``logging``, ``progress`` calls.
 
-    def __init__(self, out_dir: Path, config: cfg.TrainConfig, first_step: int, main: bool):
+    ``progress(label, step, total)`` is called after every step (when ``run.progress``), the label
+    holding the rate and the loss; without it a line (with the loss terms) is logged every
+    ``run.log_every`` steps.
+    """
+
+    def __init__(self, out_dir: Path, config: cfg.TrainConfig, first_step: int, main: bool, progress=None):
         self.main = main
         self.out_dir = out_dir
+        self.model = config.model
         self.total = config.schedule.iters
-        self.progress = None
-        self.task = None
+        self.progress = progress if main and config.run.progress else None
         self.tb = None
-        self.tb_note = None
         self._last_time = time.perf_counter()
         self._last_step = first_step - 1
         self.rate = 0.0
         if not main:
             return
-        self.jsonl = open(out_dir / "log.jsonl", "a", encoding="utf-8")
+        dropped = trim_log(out_dir / LOG_NAME, first_step)
+        if dropped:
+            self.print(f"gbuf train: dropped {dropped} line(s) of {out_dir / LOG_NAME} past step {first_step - 1}, "
+                       f"which this run writes again")
+        self.jsonl = open(out_dir / LOG_NAME, "a", encoding="utf-8")
         if config.run.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tb = SummaryWriter(str(out_dir / "tb"), purge_step=first_step)
             except ImportError:
-                self.tb_note = "tensorboard is not installed: scalars go to log.jsonl only"
-        from rich.console import Console
-
-        self.console = Console(stderr=True)
-        if config.run.progress and self.console.is_terminal:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
-
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]} it/s"), TimeElapsedColumn(), TextColumn("ETA"),
-                TimeRemainingColumn(), TextColumn("{task.fields[terms]}"), console=self.console)
-            self.progress.start()
-            self.task = self.progress.add_task(config.model, total=self.total, completed=first_step - 1,
-                                               rate="-", terms="")
-        if self.tb_note:
-            self.print(self.tb_note)
+                self.print("tensorboard is not installed: scalars go to log.jsonl only")
+        if self.progress is not None:
+            self.progress(self.model, first_step - 1, self.total)
 
     def print(self, text: str) -> None:
         if self.main:
-            self.console.print(text, highlight=False, markup=False, soft_wrap=True)
+            _log.info(text)
 
     def step(self, step: int, lr: float, loss: float, terms: dict, log_now: bool) -> None:
         if not self.main:
@@ -378,7 +339,7 @@ class _Logger:
             self._last_time, self._last_step = now, step
         text = f"loss {loss:.4g} " + " ".join(f"{k} {v:.3g}" for k, v in terms.items())
         if self.progress is not None:
-            self.progress.update(self.task, completed=step, rate=f"{self.rate:.2f}", terms=text)
+            self.progress(f"{self.model}  {self.rate:.2f} it/s  loss {loss:.4g}", step, self.total)
         if log_now:
             record = {"step": step, "lr": lr, "loss": loss, **{f"loss_{k}": v for k, v in terms.items()},
                       "it_per_s": self.rate}
@@ -393,9 +354,10 @@ class _Logger:
             if self.progress is None:
                 self.print(f"step {step}/{self.total}  {self.rate:.2f} it/s  lr {lr:.3g}  {text}")
 
-    def validation(self, step: int, scores: dict, grid) -> None:
+    def validation(self, step: int, result: ValidationScores) -> None:
         if not self.main:
             return
+        scores, grid = result.scalars(), result.grid
         self.jsonl.write(json.dumps({"step": step, **{f"val_{k}": v for k, v in scores.items()}}) + "\n")
         self.jsonl.flush()
         if self.tb is not None:
@@ -412,17 +374,46 @@ class _Logger:
     def close(self) -> None:
         if not self.main:
             return
-        if self.progress is not None:
-            self.progress.stop()
         if self.tb is not None:
             self.tb.close()
         self.jsonl.close()
 
 
+#: A run's scalar log, one JSON record a line.
+LOG_NAME = "log.jsonl"
+
+
+def trim_log(path: Path, first_step: int) -> int:
+    """Keep only the records of ``path`` (``log.jsonl``) for steps before ``first_step``; returns
+    how many lines were dropped.
+
+    A resumed run repeats the steps after its checkpoint, and a fresh run in an old directory
+    repeats them all, so their lines would appear twice. A line that is not a JSON record with a
+    ``step`` (half written when the process died) goes too. Rewritten through a renamed file.
+    """
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+                ok = isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] < first_step
+            except ValueError:
+                ok = False
+            if ok:
+                kept.append(line if line.endswith("\n") else line + "\n")
+            else:
+                dropped += 1
+    if dropped:
+        fileio.write_text(path, "".join(kept))
+    return dropped
+
+
 def image_grid(lr_image, output, target):
     """``(3, H, 3W)`` in [0, 1]: LR bicubic | output | HR of one frame ``(3, h, w)`` / ``(3, H, W)``."""
-    up = F.interpolate(lr_image[None].float(), size=target.shape[-2:], mode="bicubic", align_corners=False)[0]
-    return torch.cat([up.clamp(0, 1), output.float().clamp(0, 1), target.float().clamp(0, 1)], dim=-1).cpu()
+    up = inference.bicubic(lr_image, size=tuple(target.shape[-2:])).to(output.device)
+    return torch.cat([up, output.float().clamp(0, 1), target.float().clamp(0, 1)], dim=-1).cpu()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,6 +429,10 @@ class TrainResult:
     best_psnr: float | None
     model: torch.nn.Module
     ema_model: torch.nn.Module | None
+    #: The resolved configuration the run used.
+    config: cfg.TrainConfig | None = None
+    #: Torch CPU threads the run used (per process).
+    threads: int = 1
 
 
 def resolve_config(*, config_file=None, overrides: dict | None = None, resume: bool = False,
@@ -481,30 +476,52 @@ def resolve_config(*, config_file=None, overrides: dict | None = None, resume: b
     return resolved
 
 
-def train(config: cfg.TrainConfig, *, resume: bool = False) -> TrainResult:
-    """Train ``config.model`` as configured; see the module docstring. Returns the final state."""
+def train_from(*, config_file=None, overrides: dict | None = None, out: str | None = None, resume: bool = False,
+               threads: int | None = None, progress: Progress | None = None) -> TrainResult:
+    """``train(resolve_config(...))``: what ``gbuf train`` runs (see ``resolve_config`` and ``train``)."""
+    if threads is not None:
+        runtime.check_threads(threads)  # before reading any file
+    config = resolve_config(config_file=config_file, overrides=overrides, resume=resume, out=out)
+    return train(config, resume=resume, threads=threads, progress=progress)
+
+
+def train(config: cfg.TrainConfig, *, resume: bool = False, threads: int | None = None,
+          progress: Progress | None = None) -> TrainResult:
+    """Train ``config.model`` as configured; see the module docstring. Returns the final state.
+
+    ``threads``: torch CPU threads of this process (None: ``gbuf.runtime``'s default).
+    ``progress(label, step, total)``: called on rank 0 after every step when ``run.progress``
+    (the label holds the rate and the loss). Other output goes to ``logging``
+    (``gbuf.train.trainer``, level INFO).
+    """
     import gbuf.datasets as gd
     from gbuf.train import models as model_registry
 
-    config.validate()
-    dist_info = _init_distributed(config.run.device)
-    try:
-        return _train(config, resume, dist_info, gd, model_registry)
-    finally:
-        if dist_info.initialized_here:
-            import torch.distributed as dist
+    with runtime.threads(threads) as used:
+        config.validate()
+        dist_info = _init_distributed(config.run.device)
+        try:
+            with warnings.catch_warnings():
+                for message in QUIET_WARNINGS:
+                    warnings.filterwarnings("ignore", message=message, category=UserWarning)
+                result = _train(config, resume, dist_info, gd, model_registry, progress)
+        finally:
+            if dist_info.initialized_here:
+                import torch.distributed as dist
 
-            dist.destroy_process_group()
+                dist.destroy_process_group()
+    result.config, result.threads = config, used
+    return result
 
 
-def _train(config, resume, dist_info, gd, model_registry) -> TrainResult:
+def _train(config, resume, dist_info, gd, model_registry, progress) -> TrainResult:
     from gbuf.train import checkpoints as model_checkpoints
 
     rank, world = dist_info.rank, dist_info.world
-    device = resolve_device(config.run.device, dist_info.local_rank)
+    device = runtime.resolve_device(config.run.device, dist_info.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    amp_dtype = autocast_dtype(config.run.amp, device)
+    amp_dtype = runtime.autocast_dtype(config.run.amp, device)
     out_dir = config.out_dir()
     ckpt_dir = out_dir / CKPT_DIR
 
@@ -521,10 +538,13 @@ def _train(config, resume, dist_info, gd, model_registry) -> TrainResult:
     torch.manual_seed(seed)
     model = model_registry.create(config.model, **config.model_options).to(device)
     torch.manual_seed(seed + rank)
-    lr_buffers, hr_buffers = model_buffers(model)
+    init_entry = None
+    if config.init and not resume:  # a resumed run takes every weight from its checkpoint
+        init_entry = load_init(model, config.init, config.init_weights)
+    lr_buffers, hr_buffers = inference.model_buffers(model)
     train_seqs, val_seqs = split_sequences(ds, config.data)
-    scale = check_store_for_model(ds, config.model, train_seqs + val_seqs, config.data.lr_group,
-                                  lr_buffers, hr_buffers)
+    scale = inference.check_inputs(ds, config.model, train_seqs + val_seqs, config.data.lr_group,
+                                   lr_buffers, hr_buffers)
     model_scale = getattr(model, "scale", scale)
     if model_scale != scale:
         raise GbufError(f"{ds.path}: group {config.data.lr_group!r} is x{scale} but {config.model} upscales "
@@ -537,7 +557,7 @@ def _train(config, resume, dist_info, gd, model_registry) -> TrainResult:
         val_seqs = []
     total = config.schedule.iters
     crop_dataset = gd.CropDataset(
-        config.data.path, frames=config.data.frames, patch=config.data.patch // scale,
+        config.data.path, frames=config.data.frames, patch=config.data.patch,
         lr_group=config.data.lr_group, lr_buffers=lr_buffers, hr_buffers=hr_buffers, normalize=normalize,
         length=total * config.data.batch_size * world, seed=seed, sequences=train_seqs)
 
@@ -546,9 +566,9 @@ def _train(config, resume, dist_info, gd, model_registry) -> TrainResult:
     base_lr, eta_min = config.optim.lr, config.schedule.eta_min
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, total, base_lr, eta_min))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    ema = EMA(model, config.optim.ema_decay) if config.optim.ema_decay > 0 else None
-    weights = LossWeights(config.loss.charbonnier, config.loss.charbonnier_eps, config.loss.temporal,
-                          config.loss.fft)
+    # built after ``init`` is loaded: the average starts from the weights training starts from
+    ema = EMA(model, config.optim.ema_decay, config.optim.ema_warmup) if config.optim.ema_decay > 0 else None
+    weights = LossWeights(**dataclasses.asdict(config.loss))  # the same field names
 
     step = 0
     best_psnr = None
@@ -556,30 +576,15 @@ def _train(config, resume, dist_info, gd, model_registry) -> TrainResult:
         path = latest_checkpoint(out_dir)
         if path is None:
             raise GbufError(f"{ckpt_dir}: no step_N.pt checkpoint to resume from")
-        state = load_checkpoint_file(path)
-        if "train_state" not in state:
-            raise GbufError(f"{path}: holds weights only, no training state to resume")
-        ts = state["train_state"]
-        data_order = ts["data_order"]
-        if data_order["world"] != world or data_order["batch_size"] != config.data.batch_size:
-            raise GbufError(f"{path}: saved with {data_order['world']} process(es) x batch "
-                            f"{data_order['batch_size']}; resuming with {world} x {config.data.batch_size} "
-                            f"would change the data order")
-        model_checkpoints.load_state(model, state["params"], where=str(path))
-        if ema is not None:
-            model_checkpoints.load_state(ema.model, state.get("params_ema", state["params"]), where=str(path))
-        optimizer.load_state_dict(ts["optimizer"])
-        scheduler.load_state_dict(ts["scheduler"])
-        if "scaler" in ts and scaler.is_enabled():
-            scaler.load_state_dict(ts["scaler"])
-        step = int(ts["step"])
-        best_psnr = ts.get("best_psnr")
-        rng = ts["rng"][rank] if rank < len(ts["rng"]) else ts["rng"][0]
-        _set_rng_state(rng, device)
+        state = model_checkpoints.read_file(path)
+        step, best_psnr = _restore(path, state, model, ema, optimizer, scheduler, scaler, config, rank, world,
+                                   device)
 
     if dist_info.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
+        for partial in model_checkpoints.remove_partial_writes(out_dir):
+            _log.info(f"gbuf train: removed {partial}, a checkpoint whose writing was cut short")
         cfg.save(config, out_dir / "config.toml")
 
     train_model = model
@@ -587,19 +592,24 @@ def _train(config, resume, dist_info, gd, model_registry) -> TrainResult:
         from torch.nn.parallel import DistributedDataParallel
 
         # Some models hold parameters a forward pass does not use (RDG's CTR alpha, kept for
-        # the official parameter count), so DDP must look for unused parameters.
+        # the official parameter count): DDP must then look for unused parameters each step. For
+        # the others that search is wasted, and torch says so on every run (from C++, past any
+        # Python filter), so it is asked for only when a trial pass finds such parameters.
+        unused = unused_parameters(model, (config.data.patch // scale,) * 2, min(config.data.frames, 2), device)
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                              find_unused_parameters=True)
+                                              find_unused_parameters=bool(unused))
 
-    logger = _Logger(out_dir, config, step + 1, dist_info.main)
+    logger = _Logger(out_dir, config, step + 1, dist_info.main, progress)
     if dist_info.main:
         logger.print(f"gbuf train {config.model}: {sum(p.numel() for p in model.parameters()):,} params, "
                      f"{world} process(es) on {device}{'' if amp_dtype is None else f' ({amp_dtype})'}, "
                      f"{len(train_seqs)} training / {len(val_seqs)} validation sequence(s), "
                      f"steps {step + 1}..{total} -> {out_dir}")
+        if init_entry is not None:
+            logger.print(f"gbuf train: initialised from {config.init} ({init_entry})")
 
     def save(at_step: int, best: bool = False) -> Path | None:
-        rngs = [_rng_state(device)]
+        rngs = [model_checkpoints.rng_state(device)]
         if dist_info.active:
             import torch.distributed as dist
 
@@ -629,9 +639,13 @@ def _train(config, resume, dist_info, gd, model_registry) -> TrainResult:
         if scaler.is_enabled():
             payload["train_state"]["scaler"] = scaler.state_dict()
         path = ckpt_dir / f"step_{at_step}.pt"
-        _atomic_save(payload, path)
-        if best:
-            _atomic_save(payload, ckpt_dir / BEST_NAME)
+        try:
+            model_checkpoints.atomic_save(payload, path)
+            if best:
+                model_checkpoints.atomic_save(payload, ckpt_dir / BEST_NAME)
+        except GbufError as err:
+            where = f"; the last good checkpoint is {last_saved}" if last_saved else ""
+            raise GbufError(f"{err}; training stopped after step {at_step}{where}") from None
         for _, old in step_checkpoints(out_dir)[:-config.run.keep_last]:
             old.unlink(missing_ok=True)
         return path
@@ -644,8 +658,8 @@ def _train(config, resume, dist_info, gd, model_registry) -> TrainResult:
             raise KeyboardInterrupt
         stop_requested["flag"] = True
         if dist_info.main:
-            print("\ngbuf train: interrupt received; finishing this step and saving a checkpoint "
-                  "(press Ctrl-C again to abort without saving)", file=sys.stderr, flush=True)
+            _log.warning("gbuf train: interrupt received; finishing this step and saving a checkpoint "
+                         "(press Ctrl-C again to abort without saving)")
 
     import threading
 
@@ -691,12 +705,13 @@ def _train(config, resume, dist_info, gd, model_registry) -> TrainResult:
                     interrupted = True
                     break
                 raise
-            batch = network_batch(batch, device, config.data.normalize)
+            batch = inference.network_batch(batch, device, config.data.normalize)
             inputs = {k: batch[k] for k in model.inputs}
             target = batch[fmt.hr_key("image")]
-            with autocast(device, amp_dtype):
+            with runtime.autocast(device, amp_dtype):
                 output = train_model(inputs)
-            loss, terms = rdg_loss(output, target, weights)
+            # progress (0 at the first step, 1 at the last) moves the dynamic-frequency weights
+            loss, terms = rdg_loss(output, target, weights.at_step(step, total))
             finite = torch.isfinite(loss.detach()).float()
             if dist_info.active:
                 import torch.distributed as dist
@@ -717,7 +732,7 @@ def _train(config, resume, dist_info, gd, model_registry) -> TrainResult:
             scaler.update()
             scheduler.step()
             if ema is not None:
-                ema.update(model)
+                ema.update(model, step)
             step += 1
 
             log_now = step % config.run.log_every == 0 or step == total
@@ -737,11 +752,11 @@ def _train(config, resume, dist_info, gd, model_registry) -> TrainResult:
             best = False
             if val_seqs and config.run.val_every and (step % config.run.val_every == 0 or step == total):
                 if dist_info.main:
-                    scores, grid = validate(ema.model if ema is not None else model, ds, val_seqs, config,
-                                            lr_buffers, hr_buffers, device, amp_dtype)
-                    logger.validation(step, scores, grid)
-                    if best_psnr is None or scores["psnr"] > best_psnr:
-                        best_psnr, best = scores["psnr"], True
+                    scores = validate(ema.model if ema is not None else model, val_seqs, config, device,
+                                      amp_dtype)
+                    logger.validation(step, scores)
+                    if best_psnr is None or scores.psnr > best_psnr:
+                        best_psnr, best = scores.psnr, True
                 if dist_info.active:
                     import torch.distributed as dist
 
@@ -765,47 +780,37 @@ def _train(config, resume, dist_info, gd, model_registry) -> TrainResult:
                        ema.model if ema is not None else None)
 
 
-@torch.no_grad()
-def validate(model, ds, sequences, config: cfg.TrainConfig, lr_buffers, hr_buffers, device, amp_dtype):
-    """Mean PSNR / SSIM (RGB, 8-bit, crop 0) over the first ``data.val_frames`` frames of each sequence.
+@dataclasses.dataclass
+class ValidationScores:
+    """Mean PSNR / SSIM over the validation sequences (each the mean over its frames)."""
 
-    Returns ``(scores, grid)``: the grid (LR bicubic | output | HR) of the last frame of the first
-    sequence, for TensorBoard.
+    psnr: float
+    ssim: float
+    #: ``(3, H, 3W)`` LR bicubic | output | HR of the last frame of the first sequence (TensorBoard).
+    grid: torch.Tensor | None = None
+
+    def scalars(self) -> dict[str, float]:
+        return {"psnr": self.psnr, "ssim": self.ssim}
+
+
+def validate(model, sequences, config: cfg.TrainConfig, device, amp_dtype) -> ValidationScores:
+    """Score ``model`` on the first ``data.val_frames`` frames of each validation sequence.
+
+    The scoring is ``gbuf eval``'s (``evaluate.score_model``: display domain, RGB, 8-bit, crop 0).
     """
-    import gbuf.datasets as gd
-    from gbuf.train import metrics
-    from gbuf.train.evaluate import model_frames, to_display
+    from gbuf.train.evaluate import score_model
 
-    normalize = None if config.data.normalize == "none" else config.data.normalize
-    segment = config.data.val_frames or 100
-    data = gd.SequenceDataset(config.data.path, lr_group=config.data.lr_group, lr_buffers=lr_buffers,
-                              hr_buffers=hr_buffers, normalize=normalize, segment_frames=segment,
-                              sequences=sequences)
+    frames = config.data.val_frames or None
     was_training = model.training
     model.eval()
-    per_sequence: dict[str, list[tuple[float, float]]] = {}
-    grid = None
-    for index in range(len(data)):
-        name, first, _ = data.items[index]
-        if config.data.val_frames and first > 0:
-            continue
-        item = data[index]
-        batch = network_batch({k: v[None] for k, v in item.items() if torch.is_tensor(v)}, device,
-                              config.data.normalize)
-        # scored in the display domain, as gbuf eval does
-        encoding = ds[name][fmt.HR].attrs.get("image_encoding", "linear")
-        target = to_display(batch[fmt.hr_key("image")][0], config.data.normalize, encoding)
-        scores = per_sequence.setdefault(name, [])
-        last = None
-        for t, out in enumerate(model_frames(model, batch, device, amp_dtype)):
-            out = to_display(out, config.data.normalize, encoding)
-            scores.append((metrics.psnr(out, target[t]), metrics.ssim(out, target[t])
-                           if min(out.shape[-2:]) >= 11 else float("nan")))
-            last = (t, out)
-        if grid is None and last is not None:
-            grid = image_grid(batch["image"][0, last[0]], last[1], target[last[0]])
-    if was_training:
-        model.train()
-    seq_psnr = [float(np.mean([s[0] for s in v])) for v in per_sequence.values()]
-    seq_ssim = [float(np.mean([s[1] for s in v])) for v in per_sequence.values()]
-    return {"psnr": float(np.mean(seq_psnr)), "ssim": float(np.mean(seq_ssim))}, grid
+    try:
+        results = score_model(model, config.data.path, sequences, normalize=config.data.normalize,
+                              lr_group=config.data.lr_group, segment_frames=frames or 100, max_frames=frames,
+                              device=device, amp_dtype=amp_dtype, ewarp=False)
+    finally:
+        if was_training:
+            model.train()
+    first = results[0].last
+    grid = image_grid(*first) if first is not None else None
+    return ValidationScores(float(np.mean([r.mean("psnr") for r in results])),
+                            float(np.mean([r.mean("ssim") for r in results])), grid)

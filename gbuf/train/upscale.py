@@ -14,13 +14,13 @@ Frame numbers are the sequence's frame indices.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from gbuf import runtime
 from gbuf.datasets import format as fmt
 from gbuf.errors import GbufError
 
@@ -37,6 +37,8 @@ class UpscaleResult:
     video: Path | None
     compare_video: Path | None
     crop_grid: Path | None
+    #: Torch CPU threads the run used.
+    threads: int = 1
 
 
 class VideoWriter:
@@ -72,12 +74,6 @@ class VideoWriter:
             for packet in self.stream.encode():
                 self.container.mux(packet)
         self.container.close()
-
-
-def _hwc(image) -> np.ndarray:
-    from gbuf.train.metrics import to_uint8
-
-    return to_uint8(image).permute(1, 2, 0).cpu().numpy().astype(np.uint8)
 
 
 def _labelled(panels: list[tuple[str, np.ndarray]], max_width: int) -> np.ndarray:
@@ -145,18 +141,36 @@ def crop_grid(frames: list[tuple[int, list[tuple[str, np.ndarray]]]], crop, path
     return path
 
 
-def upscale(model: str, data: str, sequence: str, out, *, checkpoint=None, lr_group: str = fmt.LR,
-            segment_frames: int = 100, device: str = "auto", amp: str = "off", weights: str = "ema",
-            png: bool = True, exr: bool = False, video: bool = False, compare: bool = False, crop=None,
-            fps: float | None = None, progress=None) -> UpscaleResult:
-    """Upscale ``sequence`` of ``data`` with ``model``; see the module docstring."""
+def upscale(model: str, data: str | Path, sequence: str, out: str | Path, *, checkpoint: str | Path | None = None,
+            lr_group: str = fmt.LR, segment_frames: int = 100, device: str = "auto", amp: str = "off",
+            weights: str = "ema", png: bool = True, exr: bool = False, video: bool = False, compare: bool = False,
+            crop: tuple[int, int, int] | str | None = None, fps: float | None = None, threads: int | None = None,
+            progress: Callable[[str], None] | None = None) -> UpscaleResult:
+    """Upscale ``sequence`` of ``data`` with ``model``; see the module docstring.
+
+    ``crop``: ``(x, y, size)`` or ``"X,Y,SIZE"`` (HR pixels) of the crop grid; ``threads``: torch
+    CPU threads (None: ``gbuf.runtime``'s default).
+    """
+    if isinstance(crop, str):
+        crop = parse_crop(crop)
+    with runtime.threads(threads) as used:
+        result = _upscale(model, data, sequence, out, checkpoint=checkpoint, lr_group=lr_group,
+                          segment_frames=segment_frames, device=device, amp=amp, weights=weights, png=png, exr=exr,
+                          video=video, compare=compare, crop=crop, fps=fps, progress=progress)
+    result.threads = used
+    return result
+
+
+def _upscale(model, data, sequence, out, *, checkpoint, lr_group, segment_frames, device, amp, weights, png, exr,
+             video, compare, crop, fps, progress) -> UpscaleResult:
     import gbuf.datasets as gd
-    from gbuf.train.evaluate import load_model, model_frames, to_display, to_linear
-    from gbuf.train.trainer import autocast_dtype, model_buffers, network_batch, resolve_device
+    from gbuf.train.inference import (load_model, model_buffers, model_frames, segment_batch, to_display,
+                                      to_hwc_uint8, to_linear)
+    from gbuf.train.inference import bicubic as bicubic_up
 
     say = progress or (lambda text: None)
-    dev = resolve_device(device)
-    amp_dtype = autocast_dtype(amp, dev)
+    dev = runtime.resolve_device(device)
+    amp_dtype = runtime.autocast_dtype(amp, dev)
     ds = gd.open(data)
     seq = ds[sequence]
     if lr_group not in seq.resolutions:
@@ -213,13 +227,13 @@ def upscale(model: str, data: str, sequence: str, out, *, checkpoint=None, lr_gr
             _, first, last = dataset.items[index]
             say(f"{model}: {sequence} frames {first}..{last - 1}")
             item = dataset[index]
-            batch = network_batch({k: v[None] for k, v in item.items() if torch.is_tensor(v)}, dev, lm.normalize)
+            batch = segment_batch(item, dev, lm.normalize)
             lr_display = to_display(batch["image"][0].float().cpu(), lm.normalize, lr_enc)
             hr_display = to_display(batch[fmt.hr_key("image")][0].float().cpu(), lm.normalize, hr_enc) \
                 if with_target else None
             for t, output in enumerate(model_frames(lm.module, batch, dev, amp_dtype)):
                 frame_index = first + t
-                shown = _hwc(to_display(output, lm.normalize, hr_enc))
+                shown = to_hwc_uint8(to_display(output, lm.normalize, hr_enc))
                 if png:
                     path = out / "frames" / f"{frame_index:04d}.png"
                     Image.fromarray(shown).save(path)
@@ -232,11 +246,10 @@ def upscale(model: str, data: str, sequence: str, out, *, checkpoint=None, lr_gr
                 if writer is not None:
                     writer.write(shown)
                 if compare:
-                    up = F.interpolate(lr_display[t][None].to(output.device), scale_factor=scale, mode="bicubic",
-                                       align_corners=False)[0]
-                    panels = [("LR bicubic", _hwc(up)), (model, shown)]
+                    up = bicubic_up(lr_display[t], scale)
+                    panels = [("LR bicubic", to_hwc_uint8(up)), (model, shown)]
                     if hr_display is not None:
-                        panels.append(("HR", _hwc(hr_display[t])))
+                        panels.append(("HR", to_hwc_uint8(hr_display[t])))
                     compare_writer.write(_labelled(panels, MAX_COMPARE_WIDTH))
                     if done in grid_at:
                         grid_frames.append((frame_index, panels))

@@ -17,6 +17,7 @@ chain on display-referred 8-bit images, so a linear image is divided by
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -26,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gbuf import runtime
 from gbuf.datasets import format as fmt
+from gbuf.datasets.colour import srgb_decode, srgb_encode, to_uint8
 from gbuf.datasets.degrade import config as C
 from gbuf.errors import GbufError
 
@@ -34,48 +37,6 @@ METHODS = ("bicubic", "gaussian", "realworld")
 #: Frames read and filtered at once by the stateless methods.
 CHUNK_FRAMES = 4
 _FLOAT16_MAX = 65504.0
-
-
-def resolve_device(device: str | None):
-    import torch
-
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except Exception:
-        raise GbufError(f"unknown device {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GbufError(f"device {device!r} requested but CUDA is not available")
-    return dev
-
-
-class torch_threads:
-    """Run a block with ``torch.set_num_threads(n)`` (None: leave it), restoring it after.
-
-    The filters run many small matrix products; on a busy machine every one of
-    them waits for a descheduled OpenMP thread, so fewer threads can be far faster.
-    """
-
-    def __init__(self, n: int | None):
-        self.n = n
-        self.before = None
-
-    def __enter__(self):
-        if self.n is not None:
-            import torch
-
-            if self.n < 1:
-                raise GbufError(f"threads must be >= 1, got {self.n}")
-            self.before = torch.get_num_threads()
-            torch.set_num_threads(int(self.n))
-        return self
-
-    def __exit__(self, *exc):
-        if self.before is not None:
-            import torch
-
-            torch.set_num_threads(self.before)
 
 
 def check_scale(method: str, scale, *, integer: bool) -> float | int:
@@ -94,22 +55,22 @@ def check_scale(method: str, scale, *, integer: bool) -> float | int:
     return int(value) if value.is_integer() else value
 
 
-def method_params(method: str, cfg: dict, scale) -> dict:
+def method_params(method: str, cfg: C.DegradeConfig, scale) -> dict:
     """The parameters that define the output (recorded in attrs)."""
     if method == "bicubic":
-        return {"kernel": "Keys cubic a=-0.5", "antialias": bool(cfg["bicubic"]["antialias"]),
+        return {"kernel": "Keys cubic a=-0.5", "antialias": bool(cfg.bicubic.antialias),
                 "grid": "MATLAB imresize", "border": "symmetric (MATLAB mirror)",
                 "output_size": "ceil(in / scale)"}
     if method == "gaussian":
         from gbuf.datasets.degrade.blur import bd_kernel
 
-        g = cfg["gaussian"]
-        kernel = bd_kernel(int(scale), g["sigma"], g["variant"], g["kernel_size"])
-        sigma = g["sigma"] if g["sigma"] is not None else (1.6 if g["variant"] == "matlab" else 0.4 * scale)
-        return {"variant": g["variant"], "sigma": float(sigma), "kernel_size": int(kernel.shape[0]),
-                "border": "replicate" if g["variant"] == "matlab" else "reflect",
-                "first_sample": "1-based scale/2" if g["variant"] == "matlab" else "0-based 0"}
-    return {"settings": cfg["realworld"]}
+        g = cfg.gaussian
+        kernel = bd_kernel(int(scale), g.sigma, g.variant, g.kernel_size)
+        sigma = g.sigma if g.sigma is not None else (1.6 if g.variant == "matlab" else 0.4 * scale)
+        return {"variant": g.variant, "sigma": float(sigma), "kernel_size": int(kernel.shape[0]),
+                "border": "replicate" if g.variant == "matlab" else "reflect",
+                "first_sample": "1-based scale/2" if g.variant == "matlab" else "0-based 0"}
+    return {"settings": dataclasses.asdict(cfg.realworld)}
 
 
 # -- image helpers ------------------------------------------------------------------------
@@ -122,7 +83,7 @@ def find_nonfinite(arr: np.ndarray, allow_inf: bool = False):
     return ("NaN" if np.isnan(arr[idx]) else "Inf"), tuple(int(i) for i in idx)
 
 
-def _degrade_images(method: str, frames: np.ndarray, scale, cfg: dict, device):
+def _degrade_images(method: str, frames: np.ndarray, scale, cfg: C.DegradeConfig, device):
     """Bicubic or BD of ``(T, H, W, 3)`` frames -> float32 numpy ``(T, h, w, 3)``."""
     import torch
 
@@ -130,23 +91,23 @@ def _degrade_images(method: str, frames: np.ndarray, scale, cfg: dict, device):
     if method == "bicubic":
         from gbuf.datasets.degrade.bicubic import imresize_hwc
 
-        y = imresize_hwc(x, 1.0 / scale, antialias=cfg["bicubic"]["antialias"])
+        y = imresize_hwc(x, 1.0 / scale, antialias=cfg.bicubic.antialias)
     else:
         from gbuf.datasets.degrade.blur import bd_downsample
 
-        g = cfg["gaussian"]
-        y = bd_downsample(x, int(scale), g["sigma"], g["variant"], g["kernel_size"], channels_last=True)
+        g = cfg.gaussian
+        y = bd_downsample(x, int(scale), g.sigma, g.variant, g.kernel_size, channels_last=True)
     return y.to(torch.float32).cpu().numpy()
 
 
-def _check_image_size(method: str, h: int, w: int, scale, cfg: dict, where: str) -> None:
+def _check_image_size(method: str, h: int, w: int, scale, cfg: C.DegradeConfig, where: str) -> None:
     try:
         if method == "gaussian":
             from gbuf.datasets.degrade.blur import bd_kernel, check_bd
 
-            g = cfg["gaussian"]
-            k = bd_kernel(int(scale), g["sigma"], g["variant"], g["kernel_size"]).shape[0]
-            check_bd(h, w, scale, g["variant"], k)
+            g = cfg.gaussian
+            k = bd_kernel(int(scale), g.sigma, g.variant, g.kernel_size).shape[0]
+            check_bd(h, w, scale, g.variant, k)
         elif method == "realworld":
             from gbuf.datasets.degrade.realworld import check_size
 
@@ -157,29 +118,26 @@ def _check_image_size(method: str, h: int, w: int, scale, cfg: dict, where: str)
         raise GbufError(f"{where}: {err}") from None
 
 
-def _realworld_in(frames: np.ndarray, encoding: str, rw: dict) -> np.ndarray:
+def _realworld_in(frames: np.ndarray, encoding: str, rw: C.RealworldConfig) -> np.ndarray:
     """Stored image values -> display-referred [0, 1] for the realworld pipeline."""
     import torch
 
-    from gbuf.datasets.degrade.realworld import srgb_encode
-
-    x = np.clip(frames.astype(np.float32) / (rw["white"] if encoding == "linear" else 1.0), 0.0, 1.0)
-    if encoding == "linear" and rw["transfer"] == "srgb":
+    x = np.clip(frames.astype(np.float32) / (rw.white if encoding == "linear" else 1.0), 0.0, 1.0)
+    if encoding == "linear" and rw.transfer == "srgb":
+        # Through torch, as the stores written so far were (the same bytes on resume).
         x = np.clip(srgb_encode(torch.from_numpy(x)).numpy(), 0.0, 1.0)
     return x
 
 
-def _realworld_out(frame: np.ndarray, encoding: str, rw: dict) -> np.ndarray:
+def _realworld_out(frame: np.ndarray, encoding: str, rw: C.RealworldConfig) -> np.ndarray:
     import torch
-
-    from gbuf.datasets.degrade.realworld import srgb_decode
 
     if encoding != "linear":
         return frame
     x = frame
-    if rw["transfer"] == "srgb":
+    if rw.transfer == "srgb":
         x = srgb_decode(torch.from_numpy(np.ascontiguousarray(x))).numpy()
-    return x * rw["white"]
+    return x * rw.white
 
 
 def image_range(encoding: str) -> tuple[float, float]:
@@ -191,10 +149,6 @@ def image_range(encoding: str) -> tuple[float, float]:
 
 def _to_stored_image(x: np.ndarray, encoding: str = "linear") -> np.ndarray:
     return np.clip(x, *image_range(encoding))
-
-
-def clip_key(name: str) -> str:
-    return name
 
 
 # -- stores ---------------------------------------------------------------------------------
@@ -210,7 +164,7 @@ def _group_attrs(method, scale, seed, cfg, hr_attrs, gb_mode, plan=None) -> dict
         "image_encoding": hr_attrs.get("image_encoding", "linear"),
         "gbuffer_sampling": {
             "mode": gb_mode,
-            "centres": ("s*i (DUF grid)" if method == "gaussian" and cfg["gaussian"]["variant"] == "duf"
+            "centres": ("s*i (DUF grid)" if method == "gaussian" and cfg.gaussian.variant == "duf"
                         else "s*i + (s-1)/2 (footprint centre)"),
             "motion": "resampled likewise, divided by scale",
         },
@@ -242,19 +196,21 @@ def _scan_nonfinite(res, buffers: list[str], num_frames: int) -> None:
                                 f"channel {c}")
 
 
-def degrade_store(path, method: str, *, scale=4, seed: int = 0, name: str | None = None, config=None,
-                  overrides: dict | None = None, overwrite: bool = False, device: str | None = "cpu",
+def degrade_store(path, method: str, *, scale=4, seed: int = 0, name: str | None = None,
+                  config: C.DegradeConfig | str | Path | None = None, overrides: dict | None = None,
+                  overwrite: bool = False, device: str | None = "cpu",
                   sequences: list[str] | None = None, progress=None,
                   threads: int | None = None) -> list[tuple[str, str]]:
     """Add a degraded LR group to every sequence of the store at ``path``.
 
-    ``config``: a TOML/YAML file (or None for the published defaults);
-    ``overrides``: a dict in the same shape (the CLI's flags). Returns
+    ``config``: a :class:`~gbuf.datasets.degrade.config.DegradeConfig`, a TOML/YAML
+    file, or None for the published defaults; ``overrides``: options by dotted name
+    (``{"gaussian.variant": "duf"}``, the CLI's ``--set`` and flags) or by section. Returns
     ``[(sequence, group), ...]``. ``progress(sequence, frames_done, num_frames)``
     is called after every frame when given; ``threads`` sets torch's CPU threads
-    for the run.
+    for the run (None: ``gbuf.runtime``'s default, one).
     """
-    with torch_threads(threads):
+    with runtime.threads(threads):
         return _degrade_store(path, method, scale=scale, seed=seed, name=name, config=config,
                               overrides=overrides, overwrite=overwrite, device=device, sequences=sequences,
                               progress=progress)
@@ -267,8 +223,8 @@ def _degrade_store(path, method, *, scale, seed, name, config, overrides, overwr
     from gbuf.datasets.degrade import realworld as R
 
     scale = check_scale(method, scale, integer=True)
-    cfg = C.load(config, overrides)
-    dev = resolve_device(device)
+    cfg = C.resolve(config, overrides)
+    dev = runtime.resolve_device(device)
     ds = gd.open(path, mode="r")
     group = name or fmt.degraded_group_name(method, scale)
     if group == fmt.HR:
@@ -276,15 +232,16 @@ def _degrade_store(path, method, *, scale, seed, name, config, overrides, overwr
     names = sequences if sequences is not None else ds.sequences
     if not names:
         raise GbufError(f"{path}: the store has no sequences")
-    gb_mode = cfg["gbuffers"]["mode"]
-    if method == "realworld" and cfg["realworld"]["video"]["enabled"]:
+    gb_mode = cfg.gbuffers.mode
+    if method == "realworld" and cfg.realworld.video.enabled:
         from gbuf.datasets.degrade.video import check_codec
 
-        for codec in cfg["realworld"]["video"]["codecs"]:
+        for codec in cfg.realworld.video.codecs:
             try:
                 check_codec(codec)
             except GbufError as err:
-                raise GbufError(f"{config or 'options'}: {err}") from None
+                where = config if isinstance(config, (str, Path)) else "options"
+                raise GbufError(f"{where}: {err}") from None
 
     # 1. Check every sequence before writing anything.
     jobs = []
@@ -305,7 +262,7 @@ def _degrade_store(path, method, *, scale, seed, name, config, overrides, overwr
         _check_image_size(method, hr.height, hr.width, scale, cfg, where)
         plan = None
         if method == "realworld":
-            plan = R.sample_plan(cfg["realworld"], n, R.clip_rng(seed, clip_key(seq_name)))
+            plan = R.sample_plan(cfg.realworld, n, R.clip_rng(seed, seq_name))
         attrs = _group_attrs(method, scale, seed, cfg, hr.attrs, gb_mode, plan)
         if group in seq.resolutions and not overwrite:
             existing = seq[group]
@@ -320,13 +277,15 @@ def _degrade_store(path, method, *, scale, seed, name, config, overrides, overwr
     for seq_name, hr, n, attrs, plan in jobs:
         h, w = hr.height // scale, hr.width // scale
         buffers = hr.buffers
-        variant = cfg["gaussian"]["variant"] if method == "gaussian" else None
+        variant = cfg.gaussian.variant if method == "gaussian" else None
         rows = G.centres(hr.height, scale, method, variant)
         cols = G.centres(hr.width, scale, method, variant)
         others = [b for b in buffers if b != "image"]
         encoding = attrs["image_encoding"]
+        # --overwrite builds the new group beside the old one and swaps it in once complete:
+        # a killed or failed run leaves the old group whole (and the next run resumes the new one).
         with gd.SequenceWriter(path, seq_name, n, {group: (h, w, buffers)},
-                               resolution_attrs={group: attrs}, overwrite=overwrite) as writer:
+                               resolution_attrs={group: attrs}, replace=overwrite) as writer:
             start = writer.next_frame
 
             def gbuffer_frames(t0, t1):
@@ -334,15 +293,14 @@ def _degrade_store(path, method, *, scale, seed, name, config, overrides, overwr
                 return {b: G.resample(b, a, scale, rows, cols, gb_mode) for b, a in data.items()}
 
             if method == "realworld":
-                rw = cfg["realworld"]
+                rw = cfg.realworld
 
                 def hr_frames():
                     for t0 in range(0, n, CHUNK_FRAMES):
                         block = hr.read("image", t=slice(t0, min(n, t0 + CHUNK_FRAMES)))
                         yield from _realworld_in(block, encoding, rw)
 
-                lr_frames = R.degrade_clip(hr_frames(), plan, scale, seed=seed, key=clip_key(seq_name),
-                                           device=dev)
+                lr_frames = R.degrade_clip(hr_frames(), plan, scale, seed=seed, key=seq_name, device=dev)
                 for t, lr in enumerate(lr_frames):
                     if t < start:
                         continue        # resuming: frames before `start` are already stored (same bytes)
@@ -411,14 +369,15 @@ def _write_frame(path: Path, data: np.ndarray, how: dict) -> None:
     from gbuf.datasets.folder import write_exr, write_png
 
     if how["kind"] == "png":
-        write_png(path, np.clip(np.rint(data * 255.0), 0, 255).astype(np.uint8))
+        write_png(path, to_uint8(data))
     else:
         data = _to_stored_image(data).astype(how["dtype"])
         write_exr(path, {c: np.ascontiguousarray(data[..., i]) for i, c in enumerate("RGB")})
 
 
-def degrade_folder(input_dir, output_dir, method: str, *, scale=4, seed: int = 0, config=None,
-                   overrides: dict | None = None, overwrite: bool = False, device: str | None = "cpu",
+def degrade_folder(input_dir, output_dir, method: str, *, scale=4, seed: int = 0,
+                   config: C.DegradeConfig | str | Path | None = None, overrides: dict | None = None,
+                   overwrite: bool = False, device: str | None = "cpu",
                    progress=None, threads: int | None = None) -> Path:
     """Degrade a folder of PNG (display-referred sRGB) or EXR (linear) frames into ``output_dir``.
 
@@ -426,7 +385,7 @@ def degrade_folder(input_dir, output_dir, method: str, *, scale=4, seed: int = 0
     method, its parameters and every per-clip draw. The output is written to a
     temporary folder and renamed into place at the end.
     """
-    with torch_threads(threads):
+    with runtime.threads(threads):
         return _degrade_folder(input_dir, output_dir, method, scale=scale, seed=seed, config=config,
                                overrides=overrides, overwrite=overwrite, device=device, progress=progress)
 
@@ -437,12 +396,14 @@ def _degrade_folder(input_dir, output_dir, method, *, scale, seed, config, overr
 
     src, dst = Path(input_dir), Path(output_dir)
     scale = check_scale(method, scale, integer=False)
-    cfg = C.load(config, overrides)
-    dev = resolve_device(device)
+    cfg = C.resolve(config, overrides)
+    dev = runtime.resolve_device(device)
     clips = find_clips(src)
     if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
         raise GbufError(f"{dst}: the output folder must not be the input folder or inside it")
-    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())) and not overwrite:
+    if dst.exists() and not dst.is_dir():
+        raise GbufError(f"{dst}: exists and is a file; the output is a folder (choose another path)")
+    if dst.exists() and any(dst.iterdir()) and not overwrite:
         raise GbufError(f"{dst}: exists and is not empty (use --overwrite to replace it)")
 
     # Check every frame first: sizes, NaN/Inf.
@@ -461,18 +422,21 @@ def _degrade_folder(input_dir, output_dir, method, *, scale, seed, config, overr
                 kind, (y, x, c) = bad
                 raise GbufError(f"{p}: {kind} at pixel (y={y}, x={x}), channel {c}")
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    except OSError as err:
+        raise GbufError(f"{dst}: cannot write there ({err.strerror or err})") from None
     try:
         record = {"method": method, "scale": scale, "seed": int(seed),
                   "method_params": method_params(method, cfg, scale), "clips": {}}
         for name, files in clips:
             out_dir = tmp / name if name else tmp
             out_dir.mkdir(parents=True, exist_ok=True)
-            key = clip_key(name or src.name)
+            key = name or src.name
             entry = {"frames": len(files)}
             if method == "realworld":
-                rw = cfg["realworld"]
+                rw = cfg.realworld
                 plan = R.sample_plan(rw, len(files), R.clip_rng(seed, key))
                 entry["clip_draws"] = plan
                 hows = []
@@ -507,6 +471,11 @@ def _degrade_folder(input_dir, output_dir, method, *, scale, seed, config, overr
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, dst)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        # A full disk or a folder that became read-only: nothing was put in place of the output.
+        raise GbufError(f"{dst}: cannot write the degraded frames ({err.strerror or err}); "
+                        f"{dst.name} is unchanged") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

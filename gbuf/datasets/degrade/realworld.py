@@ -20,7 +20,9 @@ Determinism: :func:`sample_plan` draws every parameter up front from a numpy
 generator seeded by ``(seed, clip key)``; the noise fields of frame t come from a
 torch generator seeded by ``(seed, clip key, t, stage)``, so the output does not
 depend on chunking or on which frames were already written. JPEG is a real
-libjpeg encode/decode (torchvision); video is a real FFmpeg encode/decode (PyAV).
+libjpeg encode/decode (Pillow); video is a real FFmpeg encode/decode (PyAV).
+
+Settings come as a typed :class:`~gbuf.datasets.degrade.config.RealworldConfig`.
 """
 
 from __future__ import annotations
@@ -30,30 +32,16 @@ import zlib
 
 import numpy as np
 
+from gbuf.datasets import colour
 from gbuf.datasets.degrade import kernels as K
+from gbuf.datasets.degrade import star
+from gbuf.datasets.degrade.config import RealworldConfig
 from gbuf.datasets.degrade.filters import border_index
 from gbuf.errors import GbufError
 
 STAGES = ("stage1", "stage2")
 #: The largest blur kernel of the defaults; an HR frame must be at least this big.
 MAX_KERNEL = 21
-
-
-# -- transfer functions ------------------------------------------------------------------
-def srgb_encode(linear):
-    """IEC 61966-2-1 sRGB OETF of values in [0, 1] (torch)."""
-    import torch
-
-    return torch.where(linear <= 0.0031308, linear * 12.92,
-                       1.055 * torch.clamp(linear, min=0.0031308).pow(1.0 / 2.4) - 0.055)
-
-
-def srgb_decode(encoded):
-    """Inverse of :func:`srgb_encode` (torch)."""
-    import torch
-
-    return torch.where(encoded <= 0.04045, encoded / 12.92,
-                       torch.clamp((encoded + 0.055) / 1.055, min=0.0).pow(2.4))
 
 
 # -- the per-clip plan ---------------------------------------------------------------------
@@ -74,94 +62,96 @@ def _choice(rng, options, probs=None):
     return options[int(idx)]
 
 
-def _sample_blur(rng, b: dict, walk: dict, n: int) -> dict:
-    out = {"applied": bool(rng.uniform() < b["prob"])}
+def _sample_blur(rng, b, walk, n: int) -> dict:
+    out = {"applied": bool(rng.uniform() < b.prob)}
     if not out["applied"]:
         return out
-    size = int(_choice(rng, b["kernel_sizes"]))
+    size = int(_choice(rng, b.kernel_sizes))
     out["size"] = size
-    if rng.uniform() < b["sinc_prob"]:
+    if rng.uniform() < b.sinc_prob:
         # Real-ESRGAN: small sinc kernels keep to higher cut-offs.
         lo, hi = (math.pi / 3, math.pi) if size < 13 else (math.pi / 5, math.pi)
-        out.update(kernel="sinc", omega=_walk(rng, rng.uniform(lo, hi), walk["omega"], lo, hi, n))
+        out.update(kernel="sinc", omega=_walk(rng, rng.uniform(lo, hi), walk.omega, lo, hi, n))
         return out
-    kind = str(_choice(rng, b["kernel_list"], b["kernel_prob"]))
+    kind = str(_choice(rng, b.kernel_list, b.kernel_prob))
     out["kernel"] = kind
-    lo, hi = b["sigma"]
-    out["sigma_x"] = _walk(rng, rng.uniform(lo, hi), walk["sigma"], lo, hi, n)
+    lo, hi = b.sigma
+    out["sigma_x"] = _walk(rng, rng.uniform(lo, hi), walk.sigma, lo, hi, n)
     if kind.endswith("aniso"):
-        out["sigma_y"] = _walk(rng, rng.uniform(lo, hi), walk["sigma"], lo, hi, n)
-        rlo, rhi = b["rotation"]
-        out["theta"] = _walk(rng, rng.uniform(rlo, rhi), walk["rotation"], rlo, rhi, n)
+        out["sigma_y"] = _walk(rng, rng.uniform(lo, hi), walk.sigma, lo, hi, n)
+        rlo, rhi = b.rotation
+        out["theta"] = _walk(rng, rng.uniform(rlo, rhi), walk.rotation, rlo, rhi, n)
     if kind.startswith(("generalized", "plateau")):
         family = "beta_gaussian" if kind.startswith("generalized") else "beta_plateau"
-        blo, bhi = b[family]
+        blo, bhi = getattr(b, family)
         # Real-ESRGAN: half the clips get beta < 1 (heavier tails), half beta > 1.
         start = rng.uniform(blo, 1.0) if rng.uniform() < 0.5 else rng.uniform(1.0, bhi)
-        out["beta"] = _walk(rng, float(np.clip(start, blo, bhi)), walk[family], blo, bhi, n)
+        out["beta"] = _walk(rng, float(np.clip(start, blo, bhi)), getattr(walk, family), blo, bhi, n)
     return out
 
 
-def _sample_resize(rng, r: dict, step: float, n: int) -> dict:
-    direction = str(_choice(rng, ["up", "down", "keep"], r["prob"]))
-    lo, hi = r["range"]
+def _sample_resize(rng, r, step: float, n: int) -> dict:
+    direction = str(_choice(rng, ["up", "down", "keep"], r.prob))
+    lo, hi = r.range
     start = {"up": lambda: rng.uniform(1.0, hi), "down": lambda: rng.uniform(lo, 1.0), "keep": lambda: 1.0}[direction]()
-    mode = str(_choice(rng, r["modes"]))
+    mode = str(_choice(rng, r.modes))
     # RealBasicVSR walks the factor over the whole range, whatever the direction.
     return {"direction": direction, "mode": mode, "factor": _walk(rng, start, step, lo, hi, n)}
 
 
-def _sample_noise(rng, c: dict, walk: dict, n: int) -> dict:
-    if rng.uniform() < c["gaussian_prob"]:
-        lo, hi = c["gaussian_sigma"]
-        kind, key, step = "gaussian", "sigma", walk["gaussian_sigma"]
+def _sample_noise(rng, c, walk, n: int) -> dict:
+    if rng.uniform() < c.gaussian_prob:
+        lo, hi = c.gaussian_sigma
+        kind, key, step = "gaussian", "sigma", walk.gaussian_sigma
     else:
-        lo, hi = c["poisson_scale"]
-        kind, key, step = "poisson", "scale", walk["poisson_scale"]
-    gray = bool(rng.uniform() < c["gray_prob"])
+        lo, hi = c.poisson_scale
+        kind, key, step = "poisson", "scale", walk.poisson_scale
+    gray = bool(rng.uniform() < c.gray_prob)
     return {"type": kind, "gray": gray, key: _walk(rng, rng.uniform(lo, hi), step, lo, hi, n)}
 
 
-def _sample_jpeg(rng, j: dict, step: float, n: int) -> dict:
-    lo, hi = j["quality"]
+def _sample_jpeg(rng, j, step: float, n: int) -> dict:
+    lo, hi = j.quality
     q = [int(round(rng.uniform(lo, hi)))]
     for _ in range(n - 1):
         q.append(int(round(float(np.clip(q[-1] + rng.uniform(-step, step), lo, hi)))))
     return {"quality": q}
 
 
-def _sample_video(rng, v: dict) -> dict:
-    codec = str(_choice(rng, v["codecs"], v["codec_prob"]))
-    lo, hi = (int(round(b)) for b in v["bitrate"])
+def _sample_video(rng, v) -> dict:
+    codec = str(_choice(rng, v.codecs, v.codec_prob))
+    lo, hi = (int(round(b)) for b in v.bitrate)
     return {"codec": codec, "bitrate": int(rng.integers(lo, hi + 1))}
 
 
-def sample_plan(cfg: dict, num_frames: int, rng: np.random.Generator) -> dict:
+def sample_plan(cfg: RealworldConfig, num_frames: int, rng: np.random.Generator) -> dict:
     """Every random draw of one clip (JSON-serialisable; recorded in the group's attrs)."""
-    walk = cfg["walk"]
-    video = cfg["video"]["enabled"]
+    walk = star.clip_walk(cfg)  # the star preset draws once per clip: no walk
+    video = cfg.video.enabled
     plan: dict = {"num_frames": int(num_frames), "video": bool(video)}
+    if cfg.preset != "realbasicvsr":
+        plan["preset"] = cfg.preset
     for i, stage in enumerate(STAGES, start=1):
-        c = cfg[stage]
+        c = getattr(cfg, stage)
         plan[stage] = {
-            "blur": _sample_blur(rng, c["blur"], walk, num_frames),
-            "resize": _sample_resize(rng, c["resize"], walk[f"resize_stage{i}"], num_frames),
-            "noise": _sample_noise(rng, c["noise"], walk, num_frames),
-            "jpeg": _sample_jpeg(rng, c["jpeg"], walk["jpeg_quality"], num_frames),
+            "blur": _sample_blur(rng, c.blur, walk, num_frames),
+            "resize": _sample_resize(rng, c.resize, getattr(walk, f"resize_stage{i}"), num_frames),
+            "noise": _sample_noise(rng, c.noise, walk, num_frames),
+            "jpeg": _sample_jpeg(rng, c.jpeg, walk.jpeg_quality, num_frames),
         }
         if video and stage == "stage1":
-            plan[stage]["video"] = _sample_video(rng, cfg["video"])
-    f = cfg["final"]
+            plan[stage]["video"] = _sample_video(rng, cfg.video)
+    f = cfg.final
     final = {"order": "sinc_first" if rng.uniform() < 0.5 else "compress_first",
-             "mode": str(_choice(rng, f["modes"]))}
-    sinc = {"applied": bool(rng.uniform() < f["sinc_prob"])}
+             "mode": str(_choice(rng, f.modes))}
+    sinc = {"applied": bool(rng.uniform() < f.sinc_prob)}
     if sinc["applied"]:
-        lo, hi = f["omega"]
-        sinc["size"] = int(_choice(rng, f["kernel_sizes"]))
-        sinc["omega"] = _walk(rng, rng.uniform(lo, hi), walk["omega"], lo, hi, num_frames)
+        lo, hi = f.omega
+        sinc["size"] = int(_choice(rng, f.kernel_sizes))
+        sinc["omega"] = _walk(rng, rng.uniform(lo, hi), walk.omega, lo, hi, num_frames)
     final["sinc"] = sinc
     if video:
-        final["video"] = _sample_video(rng, cfg["video"])
+        final["video"] = _sample_video(rng, cfg.video)
     plan["final"] = final
     return plan
 
@@ -215,17 +205,15 @@ def add_noise(x, noise: dict, t: int, generator):
         if noise["gray"]:
             weights = torch.tensor([0.2989, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
             src = (x * weights).sum(dim=1, keepdim=True)
-        q = torch.clamp(torch.round(src * 255.0), 0, 255) / 255.0
+        q = colour.quantize8(src) / 255.0
         levels = 2.0 ** math.ceil(math.log2(max(int(torch.unique(q).numel()), 1)))
         n = (torch.poisson(q * levels, generator=generator) / levels - q) * noise["scale"][t]
     return torch.clamp(x + n, 0.0, 1.0)
 
 
-def to_uint8(x):
-    """(1, 3, H, W) float in [0, 1] -> (3, H, W) uint8 on the CPU (rounded)."""
-    import torch
-
-    return torch.clamp(torch.round(x[0] * 255.0), 0, 255).to(torch.uint8).cpu()
+def _hwc_uint8(x) -> np.ndarray:
+    """(1, 3, H, W) float in [0, 1] -> (H, W, 3) uint8 numpy (what Pillow and PyAV take)."""
+    return colour.to_uint8(x[0]).permute(1, 2, 0).cpu().numpy()
 
 
 def from_uint8(u8, device):
@@ -242,7 +230,7 @@ def jpeg(x, quality: int):
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(to_uint8(x).permute(1, 2, 0).numpy(), mode="RGB").save(
+    Image.fromarray(_hwc_uint8(x), mode="RGB").save(
         buf, format="JPEG", quality=int(quality), subsampling=2, optimize=False)
     buf.seek(0)
     with Image.open(buf) as im:
@@ -321,7 +309,7 @@ def degrade_clip(frames, plan: dict, scale: int, *, seed: int, key: str, device=
         return _final_sinc(x, final["sinc"], t)
 
     def finish(x):
-        return (torch.clamp(torch.round(x * 255.0), 0, 255) / 255.0)[0].permute(1, 2, 0).cpu().numpy()
+        return (colour.quantize8(x) / 255.0)[0].permute(1, 2, 0).cpu().numpy()
 
     def through_video(xs, spec):
         # Encode the clip at its first frame's size (RealBasicVSR's encoder rescales later frames).
@@ -329,7 +317,7 @@ def degrade_clip(frames, plan: dict, scale: int, *, seed: int, key: str, device=
         for x in xs:
             if comp.size is not None and tuple(x.shape[-2:]) != comp.size:
                 x = resize(x, comp.size, "bilinear")
-            comp.push(to_uint8(x).permute(1, 2, 0).numpy())
+            comp.push(_hwc_uint8(x))
         for u8 in comp.frames():
             yield from_uint8(torch.from_numpy(np.ascontiguousarray(u8)).permute(2, 0, 1), device)
 
@@ -337,12 +325,16 @@ def degrade_clip(frames, plan: dict, scale: int, *, seed: int, key: str, device=
     if video:
         stage1_out = through_video(stage1_out, s1["video"])
     heads = (stage2_head(t, x) for t, x in enumerate(stage1_out))
-    if not video:
-        for t, x in enumerate(heads):
+    if not video or star.codec_last(plan):
+        def image_tail(t, x):
             if final["order"] == "sinc_first":
-                x = jpeg(torch.clamp(resize_sinc(t, x), 0, 1), s2["jpeg"]["quality"][t])
-            else:
-                x = resize_sinc(t, jpeg(x, s2["jpeg"]["quality"][t]))
+                return jpeg(torch.clamp(resize_sinc(t, x), 0, 1), s2["jpeg"]["quality"][t])
+            return resize_sinc(t, jpeg(x, s2["jpeg"]["quality"][t]))
+
+        lr = (image_tail(t, x) for t, x in enumerate(heads))
+        if video:  # the star preset: the second codec pass last, on the LR frames (star.py)
+            lr = through_video(lr, final["video"])
+        for x in lr:
             yield finish(x)
         return
     compressed = (jpeg(x, s2["jpeg"]["quality"][t]) for t, x in enumerate(heads))

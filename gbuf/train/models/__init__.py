@@ -4,7 +4,10 @@ The registry is an explicit table (as in timm, unlike BasicSR's folder scan): on
 line per model naming the module and its constructor. Modules are imported only
 when a model is created, so ``import gbuf.train.models`` does not load torch.
 
-Every model is one self-contained file with a plain constructor. A model
+Every model is one file with a plain constructor that reads like its paper; what
+several models share is written once in ``_blocks.py`` (input checks, SPyNet, the
+residual block, history bookkeeping), and every warp is ``gbuf.train.ops.backward_warp``.
+``rdg_onednn.py`` is not a model: it is RDG's fused CPU inference path. A model
 instance has ``model.inputs`` (the batch keys it reads, e.g. ``("image",
 "depth", "motion")`` or ``"hr_normal"`` for HR G-buffers), ``model.scale`` and
 ``model.recurrent``; its ``forward(batch)`` takes a dict of ``(B, T, C, H, W)``
@@ -29,6 +32,8 @@ _REGISTRY: dict[str, tuple[str, str, dict]] = {
     "nsrr": ("gbuf.train.models.nsrr", "NSRR", {}),
     "nsrd": ("gbuf.train.models.nsrd", "NSRD", {}),
     "fusesr": ("gbuf.train.models.fusesr", "FuseSR", {}),
+    "dap": ("gbuf.train.models.dap", "DAP", {}),
+    "dap-motion": ("gbuf.train.models.dap", "DAP", {"use_motion": True}),
 }
 
 

@@ -8,7 +8,7 @@ comparison is ``mid_channels=24, num_blocks=3``: 2,407,751 parameters, of which
 Architecture (as in the paper and its reference implementation, re-written here):
 
 - Feature extraction: conv + LeakyReLU + 5 residual blocks per LR frame.
-- Flow: SPyNet between neighbouring LR frames (see ``basicvsr.py`` for SPyNet).
+- Flow: SPyNet between neighbouring LR frames (shared with BasicVSR: ``_blocks.py``).
 - Grid propagation: four branches in turn, backward_1, forward_1, backward_2,
   forward_2. Each branch sees the extracted features plus the outputs of every
   earlier branch for the same frame. Second-order: the propagated features of
@@ -48,136 +48,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gbuf.datasets import format as fmt
-from gbuf.errors import GbufError
+from gbuf.train.models._blocks import check_inputs, conv_residual_blocks, flow_source, spynet_or_motion_flows
+from gbuf.train.ops import backward_warp
 
-FLOW_SOURCES = ("spynet", "motion")
 BRANCHES = ("backward_1", "forward_1", "backward_2", "forward_2")
-
-
-def flow_warp(x, flow, padding_mode: str = "zeros"):
-    """Sample ``x`` (B, C, H, W) at ``p + flow(p)`` (flow (B, 2, H, W) in pixels, x then y).
-
-    Bilinear, pixel centres at integer coordinates (``align_corners=True``).
-    """
-    _, _, h, w = x.shape
-    ys, xs = torch.meshgrid(
-        torch.arange(h, device=x.device, dtype=flow.dtype),
-        torch.arange(w, device=x.device, dtype=flow.dtype),
-        indexing="ij",
-    )
-    gx = 2.0 * (xs + flow[:, 0]) / max(w - 1, 1) - 1.0
-    gy = 2.0 * (ys + flow[:, 1]) / max(h - 1, 1) - 1.0
-    grid = torch.stack((gx, gy), dim=-1).to(x.dtype)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
-
-
-def invert_motion(motion, iterations: int = 4):
-    """The forward flow (frame t-1 -> t) from gbuf motion (frame t -> t-1).
-
-    Solves ``f(p) = -motion(p + f(p))`` by fixed-point iteration.
-    """
-    inverse = -motion
-    for _ in range(iterations):
-        inverse = -flow_warp(motion, inverse, padding_mode="border")
-    return inverse
-
-
-def check_inputs(model_name: str, tensors: dict, inputs, scale: int, ndim: int):
-    """Validate a batch (ndim 5: (B, T, C, H, W)) or one frame (ndim 4); GbufError names the buffer."""
-    layout = "(B, T, C, H, W)" if ndim == 5 else "(B, C, H, W)"
-    lead = lr_hw = None
-    for key in sorted(inputs, key=lambda k: k.startswith(fmt.HR_PREFIX)):
-        if key not in tensors:
-            raise GbufError(f"{model_name} input: missing buffer {key!r} (the model reads {', '.join(inputs)})")
-        x = tensors[key]
-        is_hr = key.startswith(fmt.HR_PREFIX)
-        channels = fmt.BUFFERS[key[len(fmt.HR_PREFIX):] if is_hr else key].channels
-        if not torch.is_tensor(x) or x.ndim != ndim or x.shape[-3] != channels:
-            shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
-            raise GbufError(f"{model_name} input: buffer {key!r} has shape {shape}, expected {layout} with C={channels}")
-        if lead is None:
-            lead = tuple(x.shape[:-3])
-        elif tuple(x.shape[:-3]) != lead:
-            raise GbufError(f"{model_name} input: buffer {key!r} has leading dims {tuple(x.shape[:-3])}, others {lead}")
-        hw = tuple(x.shape[-2:])
-        if not is_hr:
-            if lr_hw is None:
-                lr_hw = hw
-            elif hw != lr_hw:
-                raise GbufError(f"{model_name} input: buffer {key!r} is {hw[0]}x{hw[1]}, others {lr_hw[0]}x{lr_hw[1]}")
-        elif lr_hw is not None and hw != (lr_hw[0] * scale, lr_hw[1] * scale):
-            raise GbufError(f"{model_name} input: HR buffer {key!r} is {hw[0]}x{hw[1]}, expected "
-                            f"{lr_hw[0] * scale}x{lr_hw[1] * scale} ({scale}x the LR buffers)")
-    return lead, lr_hw
-
-
-class SPyNet(nn.Module):
-    """Spatial pyramid optical flow network, 6 levels; trained from scratch here."""
-
-    num_levels = 6
-
-    def __init__(self):
-        super().__init__()
-
-        def level():
-            widths = (8, 32, 64, 32, 16, 2)  # in: reference + warped support + flow
-            layers = []
-            for i in range(len(widths) - 1):
-                layers.append(nn.Conv2d(widths[i], widths[i + 1], 7, padding=3))
-                if i < len(widths) - 2:
-                    layers.append(nn.ReLU(inplace=True))
-            return nn.Sequential(*layers)
-
-        self.levels = nn.ModuleList(level() for _ in range(self.num_levels))
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
-
-    def forward(self, ref, supp):
-        """Flow (B, 2, H, W) in pixels such that ``flow_warp(supp, flow)`` matches ``ref``."""
-        _, _, h, w = ref.shape
-        h32, w32 = math.ceil(h / 32) * 32, math.ceil(w / 32) * 32
-        ref = F.interpolate(ref, size=(h32, w32), mode="bilinear", align_corners=False)
-        supp = F.interpolate(supp, size=(h32, w32), mode="bilinear", align_corners=False)
-        ref_pyramid = [(ref - self.mean) / self.std]
-        supp_pyramid = [(supp - self.mean) / self.std]
-        for _ in range(self.num_levels - 1):
-            ref_pyramid.insert(0, F.avg_pool2d(ref_pyramid[0], 2, 2, count_include_pad=False))
-            supp_pyramid.insert(0, F.avg_pool2d(supp_pyramid[0], 2, 2, count_include_pad=False))
-        flow = None
-        for level, net in enumerate(self.levels):
-            r, s = ref_pyramid[level], supp_pyramid[level]
-            if flow is None:
-                up = r.new_zeros(r.shape[0], 2, r.shape[2], r.shape[3])
-            else:
-                up = F.interpolate(flow, scale_factor=2, mode="bilinear", align_corners=True) * 2.0
-            flow = net(torch.cat((r, flow_warp(s, up, padding_mode="border"), up), dim=1)) + up
-        flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
-        return torch.stack((flow[:, 0] * (w / w32), flow[:, 1] * (h / h32)), dim=1)
-
-
-class ResidualBlock(nn.Module):
-    """conv-ReLU-conv with identity shortcut, no normalisation."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
-        for conv in (self.conv1, self.conv2):
-            nn.init.kaiming_normal_(conv.weight)
-            conv.weight.data.mul_(0.1)
-            nn.init.zeros_(conv.bias)
-
-    def forward(self, x):
-        return x + self.conv2(F.relu(self.conv1(x)))
-
-
-def conv_residual_blocks(in_channels: int, out_channels: int, num_blocks: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1),
-        nn.LeakyReLU(0.1, inplace=True),
-        *[ResidualBlock(out_channels) for _ in range(num_blocks)],
-    )
 
 
 class SecondOrderDeformableAlignment(nn.Module):
@@ -230,12 +104,9 @@ class BasicVSRPlusPlus(nn.Module):
     def __init__(self, mid_channels: int = 24, num_blocks: int = 3, flow: str = "spynet",
                  max_residue_magnitude: float = 10.0):
         super().__init__()
-        if flow not in FLOW_SOURCES:
-            raise GbufError(f"basicvsrpp: unknown flow source {flow!r}; use one of {', '.join(FLOW_SOURCES)}")
         self.flow = flow
         self.mid_channels = mid_channels
-        self.inputs = ("image",) if flow == "spynet" else ("image", "motion")
-        self.spynet = SPyNet() if flow == "spynet" else None
+        self.inputs, self.spynet = flow_source("basicvsrpp", flow)
         self.feat_extract = conv_residual_blocks(3, mid_channels, 5)
         self.deform_align = nn.ModuleDict()
         self.backbone = nn.ModuleDict()
@@ -255,17 +126,7 @@ class BasicVSRPlusPlus(nn.Module):
 
         ``flows_forward[:, t-1]`` warps frame t-1 onto t; ``flows_backward[:, t]`` warps t+1 onto t.
         """
-        lrs = batch["image"]
-        b, t, c, h, w = lrs.shape
-        if self.flow == "spynet":
-            earlier = lrs[:, :-1].reshape(-1, c, h, w)
-            later = lrs[:, 1:].reshape(-1, c, h, w)
-            backward = self.spynet(earlier, later).view(b, t - 1, 2, h, w)
-            forward = self.spynet(later, earlier).view(b, t - 1, 2, h, w)
-            return forward, backward
-        motion = batch["motion"][:, 1:].to(lrs.dtype)
-        backward = invert_motion(motion.reshape(-1, 2, h, w)).view(b, t - 1, 2, h, w)
-        return motion, backward
+        return spynet_or_motion_flows(self.spynet, batch)
 
     def propagate(self, feats: dict, flows, branch: str):
         """Run one branch over all frames; ``flows[:, k]`` aligns the previous frame of the
@@ -281,15 +142,15 @@ class BasicVSRPlusPlus(nn.Module):
             if i > 0:
                 # flow bringing the frame processed just before (idx+1 or idx-1) to idx
                 flow_1 = flows[:, idx] if backward else flows[:, idx - 1]
-                cond_1 = flow_warp(prop, flow_1)
+                cond_1 = backward_warp(prop, flow_1, padding_mode="zeros")
                 feat_2 = torch.zeros_like(prop)
                 flow_2 = torch.zeros_like(flow_1)
                 cond_2 = torch.zeros_like(cond_1)
                 if i > 1:
                     feat_2 = outputs[-2]
                     step_2 = flows[:, idx + 1] if backward else flows[:, idx - 2]
-                    flow_2 = flow_1 + flow_warp(step_2, flow_1)  # compose the two one-step flows
-                    cond_2 = flow_warp(feat_2, flow_2)
+                    flow_2 = flow_1 + backward_warp(step_2, flow_1, padding_mode="zeros")  # compose the two one-step flows
+                    cond_2 = backward_warp(feat_2, flow_2, padding_mode="zeros")
                 condition = torch.cat((cond_1, current, cond_2), dim=1)
                 prop = self.deform_align[branch](torch.cat((prop, feat_2), dim=1), condition, flow_1, flow_2)
             x = torch.cat([current] + [feats[k][idx] for k in earlier] + [prop], dim=1)

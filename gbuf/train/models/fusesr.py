@@ -57,58 +57,11 @@ from torch import nn
 
 from gbuf.datasets import format as fmt
 from gbuf.errors import GbufError
+from gbuf.train.models._blocks import (ResidualBlock, check_inputs, compose_motion, conv3x3, finite_depth,
+                                       push_history, stream)
+from gbuf.train.ops import backward_warp
 
 ALBEDO_BUFFERS = ("brdf", "diffuse_color")
-
-
-def flow_warp(x, flow, mode: str = "bilinear", padding_mode: str = "zeros"):
-    """Sample ``x`` (B, C, H, W) at ``p + flow(p)`` (flow (B, 2, H, W) in pixels, x then y).
-
-    Pixel centres at integer coordinates (``align_corners=True``).
-    """
-    _, _, h, w = x.shape
-    ys, xs = torch.meshgrid(
-        torch.arange(h, device=x.device, dtype=flow.dtype),
-        torch.arange(w, device=x.device, dtype=flow.dtype),
-        indexing="ij",
-    )
-    gx = 2.0 * (xs + flow[:, 0]) / max(w - 1, 1) - 1.0
-    gy = 2.0 * (ys + flow[:, 1]) / max(h - 1, 1) - 1.0
-    grid = torch.stack((gx, gy), dim=-1).to(x.dtype)
-    return F.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
-
-
-def check_inputs(model_name: str, tensors: dict, inputs, scale: int, ndim: int):
-    """Validate a batch (ndim 5: (B, T, C, H, W)) or one frame (ndim 4); GbufError names the buffer."""
-    layout = "(B, T, C, H, W)" if ndim == 5 else "(B, C, H, W)"
-    lead = lr_hw = None
-    for key in sorted(inputs, key=lambda k: k.startswith(fmt.HR_PREFIX)):
-        if key not in tensors:
-            raise GbufError(f"{model_name} input: missing buffer {key!r} (the model reads {', '.join(inputs)})")
-        x = tensors[key]
-        is_hr = key.startswith(fmt.HR_PREFIX)
-        channels = fmt.BUFFERS[key[len(fmt.HR_PREFIX):] if is_hr else key].channels
-        if not torch.is_tensor(x) or x.ndim != ndim or x.shape[-3] != channels:
-            shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
-            raise GbufError(f"{model_name} input: buffer {key!r} has shape {shape}, expected {layout} with C={channels}")
-        if lead is None:
-            lead = tuple(x.shape[:-3])
-        elif tuple(x.shape[:-3]) != lead:
-            raise GbufError(f"{model_name} input: buffer {key!r} has leading dims {tuple(x.shape[:-3])}, others {lead}")
-        hw = tuple(x.shape[-2:])
-        if not is_hr:
-            if lr_hw is None:
-                lr_hw = hw
-            elif hw != lr_hw:
-                raise GbufError(f"{model_name} input: buffer {key!r} is {hw[0]}x{hw[1]}, others {lr_hw[0]}x{lr_hw[1]}")
-        elif lr_hw is not None and hw != (lr_hw[0] * scale, lr_hw[1] * scale):
-            raise GbufError(f"{model_name} input: HR buffer {key!r} is {hw[0]}x{hw[1]}, expected "
-                            f"{lr_hw[0] * scale}x{lr_hw[1] * scale} ({scale}x the LR buffers)")
-    return lead, lr_hw
-
-
-def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, 3, padding=1)
 
 
 class Encoder(nn.Module):
@@ -142,16 +95,6 @@ class MotionVectorAttention(nn.Module):
         return F.relu(self.value(torch.tanh(energy)))
 
 
-class ResidualBlock(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv1 = conv3x3(channels, channels)
-        self.conv2 = conv3x3(channels, channels)
-
-    def forward(self, x):
-        return x + self.conv2(F.relu(self.conv1(x)))
-
-
 class FuseSR(nn.Module):
     """FuseSR-Direct, x4, with HR albedo/depth/normal."""
 
@@ -173,7 +116,8 @@ class FuseSR(nn.Module):
         self.hr_compact = nn.Sequential(conv3x3(7 * s * s, 64), nn.ReLU(inplace=True))
         self.backbone = nn.Sequential(
             conv3x3(64 + 32 * self.num_previous + 64, channels), nn.ReLU(inplace=True),
-            *[ResidualBlock(channels) for _ in range(num_blocks)],
+            # PyTorch's default initialisation, as the official ResBlock (no 0.1 scaling)
+            *[ResidualBlock(channels, init_scale=None) for _ in range(num_blocks)],
         )
         self.upsample = conv3x3(channels + 64, 3 * s * s)
         self.refine = nn.Sequential(conv3x3(3, 3), nn.ReLU(inplace=True))
@@ -184,7 +128,7 @@ class FuseSR(nn.Module):
         check_inputs("fusesr", frame, self.inputs, self.scale, ndim=4)
         image = frame["image"]
         dtype = image.dtype
-        depth = torch.nan_to_num(frame["depth"].to(dtype), nan=0.0, posinf=0.0, neginf=0.0)
+        depth = finite_depth(frame["depth"], dtype)
         shallow, features = self.encoder(torch.cat((image, depth, frame["normal"].to(dtype)), dim=1))
         b, _, h, w = features.shape
         n = self.num_previous
@@ -196,38 +140,28 @@ class FuseSR(nn.Module):
         else:
             history, history_depth, previous_accumulated = state
             motion = frame["motion"].to(dtype)
-            accumulated = torch.stack(
-                [motion + flow_warp(previous_accumulated[:, k], motion, padding_mode="border") for k in range(n)],
-                dim=1)
+            accumulated = compose_motion(previous_accumulated, motion)
 
         # the attention sees motion as grid_sample offsets (2 = the crop's size)
         to_grid = features.new_tensor([2.0 / w, 2.0 / h]).view(1, 2, 1, 1)
         aligned = []
         for k in range(n):
             flow = accumulated[:, k]
-            warped = flow_warp(history[:, k], flow, mode="nearest")
+            warped = backward_warp(history[:, k], flow, padding_mode="zeros", mode="nearest")
             weight = self.attention(torch.cat((flow * to_grid, history_depth[:, k], depth), dim=1))
             aligned.append(warped * weight)
 
         hr_gbuffer = torch.cat((frame[self.albedo_key].to(dtype),
-                                torch.nan_to_num(frame["hr_depth"].to(dtype), nan=0.0, posinf=0.0, neginf=0.0),
+                                finite_depth(frame["hr_depth"], dtype),
                                 frame["hr_normal"].to(dtype)), dim=1)
         hr_features = self.hr_compact(F.pixel_unshuffle(hr_gbuffer, self.scale))
         x = self.backbone(torch.cat([self.current_expand(features)] + aligned + [hr_features], dim=1))
         output = self.refine(F.pixel_shuffle(self.upsample(torch.cat((x, shallow), dim=1)), self.scale))
 
-        new_state = (
-            torch.cat((features.unsqueeze(1), history[:, :n - 1]), dim=1),
-            torch.cat((depth.unsqueeze(1), history_depth[:, :n - 1]), dim=1),
-            torch.cat((accumulated.new_zeros(b, 1, 2, h, w), accumulated[:, :n - 1]), dim=1),
-        )
+        new_state = (push_history(history, features), push_history(history_depth, depth),
+                     push_history(accumulated, accumulated.new_zeros(b, 2, h, w)))
         return output, new_state
 
     def forward(self, batch: dict):
         check_inputs("fusesr", batch, self.inputs, self.scale, ndim=5)
-        state = None
-        outputs = []
-        for t in range(batch["image"].shape[1]):
-            out, state = self.step({k: batch[k][:, t] for k in self.inputs}, state)
-            outputs.append(out)
-        return torch.stack(outputs, dim=1)
+        return stream(self.step, batch, self.inputs)

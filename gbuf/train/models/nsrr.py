@@ -53,54 +53,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gbuf.datasets import format as fmt
 from gbuf.errors import GbufError
-
-
-def flow_warp(x, flow, padding_mode: str = "zeros"):
-    """Sample ``x`` (B, C, H, W) at ``p + flow(p)`` (flow (B, 2, H, W) in pixels, x then y).
-
-    Bilinear, pixel centres at integer coordinates (``align_corners=True``).
-    """
-    _, _, h, w = x.shape
-    ys, xs = torch.meshgrid(
-        torch.arange(h, device=x.device, dtype=flow.dtype),
-        torch.arange(w, device=x.device, dtype=flow.dtype),
-        indexing="ij",
-    )
-    gx = 2.0 * (xs + flow[:, 0]) / max(w - 1, 1) - 1.0
-    gy = 2.0 * (ys + flow[:, 1]) / max(h - 1, 1) - 1.0
-    grid = torch.stack((gx, gy), dim=-1).to(x.dtype)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
-
-
-def check_inputs(model_name: str, tensors: dict, inputs, scale: int, ndim: int):
-    """Validate a batch (ndim 5: (B, T, C, H, W)) or one frame (ndim 4); GbufError names the buffer."""
-    layout = "(B, T, C, H, W)" if ndim == 5 else "(B, C, H, W)"
-    lead = lr_hw = None
-    for key in sorted(inputs, key=lambda k: k.startswith(fmt.HR_PREFIX)):
-        if key not in tensors:
-            raise GbufError(f"{model_name} input: missing buffer {key!r} (the model reads {', '.join(inputs)})")
-        x = tensors[key]
-        is_hr = key.startswith(fmt.HR_PREFIX)
-        channels = fmt.BUFFERS[key[len(fmt.HR_PREFIX):] if is_hr else key].channels
-        if not torch.is_tensor(x) or x.ndim != ndim or x.shape[-3] != channels:
-            shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
-            raise GbufError(f"{model_name} input: buffer {key!r} has shape {shape}, expected {layout} with C={channels}")
-        if lead is None:
-            lead = tuple(x.shape[:-3])
-        elif tuple(x.shape[:-3]) != lead:
-            raise GbufError(f"{model_name} input: buffer {key!r} has leading dims {tuple(x.shape[:-3])}, others {lead}")
-        hw = tuple(x.shape[-2:])
-        if not is_hr:
-            if lr_hw is None:
-                lr_hw = hw
-            elif hw != lr_hw:
-                raise GbufError(f"{model_name} input: buffer {key!r} is {hw[0]}x{hw[1]}, others {lr_hw[0]}x{lr_hw[1]}")
-        elif lr_hw is not None and hw != (lr_hw[0] * scale, lr_hw[1] * scale):
-            raise GbufError(f"{model_name} input: HR buffer {key!r} is {hw[0]}x{hw[1]}, expected "
-                            f"{lr_hw[0] * scale}x{lr_hw[1] * scale} ({scale}x the LR buffers)")
-    return lead, lr_hw
+from gbuf.train.models._blocks import check_inputs, compose_motion, finite_depth, push_history, stream
+from gbuf.train.ops import backward_warp
 
 
 def conv_stack(widths, final_activation: bool) -> nn.Sequential:
@@ -182,7 +137,7 @@ class NSRR(nn.Module):
         """
         check_inputs("nsrr", frame, self.inputs, self.scale, ndim=4)
         image = frame["image"]
-        depth = torch.nan_to_num(frame["depth"].to(image.dtype), nan=0.0, posinf=0.0, neginf=0.0)
+        depth = finite_depth(frame["depth"], image.dtype)
         rgbd = torch.cat((image, depth), dim=1)
         b, _, h, w = rgbd.shape
         n, s = self.num_previous, self.scale
@@ -196,27 +151,19 @@ class NSRR(nn.Module):
             history, previous_accumulated = state
             motion = frame["motion"].to(image.dtype)
             motion = F.interpolate(motion, scale_factor=s, mode="bilinear", align_corners=False) * s
-            accumulated = torch.stack(
-                [motion + flow_warp(previous_accumulated[:, k], motion, padding_mode="border") for k in range(n)],
-                dim=1)
+            accumulated = compose_motion(previous_accumulated, motion)
 
-        warped = [flow_warp(self.zero_upsample(history[:, k]), accumulated[:, k]) for k in range(n)]
+        warped = [backward_warp(self.zero_upsample(history[:, k]), accumulated[:, k], padding_mode="zeros")
+                  for k in range(n)]
         weights_in = torch.cat([self.zero_upsample(rgbd)] + [f[:, :4] for f in warped], dim=1)
         weights = (torch.tanh(self.reweighting(weights_in)) + 1.0) * (self.max_weight / 2.0)
         reweighted = [f * weights[:, k:k + 1] for k, f in enumerate(warped)]
         output = self.reconstruction(torch.cat([self.zero_upsample(current)] + reweighted, dim=1))
 
-        new_state = (
-            torch.cat((as_history.unsqueeze(1), history[:, :n - 1]), dim=1),
-            torch.cat((accumulated.new_zeros(b, 1, 2, h * s, w * s), accumulated[:, :n - 1]), dim=1),
-        )
+        new_state = (push_history(history, as_history),
+                     push_history(accumulated, accumulated.new_zeros(b, 2, h * s, w * s)))
         return output, new_state
 
     def forward(self, batch: dict):
         check_inputs("nsrr", batch, self.inputs, self.scale, ndim=5)
-        state = None
-        outputs = []
-        for t in range(batch["image"].shape[1]):
-            out, state = self.step({k: batch[k][:, t] for k in self.inputs}, state)
-            outputs.append(out)
-        return torch.stack(outputs, dim=1)
+        return stream(self.step, batch, self.inputs)

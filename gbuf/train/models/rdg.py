@@ -52,18 +52,19 @@ rounding (outputs within ~1e-6, gradients alike, same parameters and state dict)
 step runs in channels-last memory (oneDNN convs are 1.3-10x faster there, depth-wise most) with
 1x1 convs as matrix products over pixel rows; DFM runs its two-per-channel depth-wise conv as a
 plain one and folds the second CycleFC's 1x1 conv into ``merge``; CTR folds the channel
-attention into its output projection (``DFM.forward_fast``, ``CTR.forward_fast``). Without
-autograd on CPU (inference: ``gbuf upscale``, ``eval``, ``bench``) the same rewrites run through
-oneDNN's fused kernels instead (``residual_onednn`` methods): conv or matmul with the GELU or
-the residual add applied in the same kernel, concatenations replaced by accumulated matmuls,
-and no full-resolution map wider than ``num_feat`` channels except the CCM's (see ``_halves``).
-Training, CUDA and graph capture (ONNX export, tracing) use the autograd-friendly form.
+attention into its output projection (``DFM.forward_fast``, ``CTR.forward_fast``). Training
+runs this form. Without autograd on CPU (inference: ``gbuf upscale``, ``eval``, ``bench``) the
+encoder and decoder layers and the skip upsamplers hand the same rewrites to oneDNN's fused
+kernels (``rdg_onednn.py`` beside this file says why it exists, why it pins torch, and how it
+falls back to this autograd fast form when the private ops it calls are missing). CUDA and
+graph capture (ONNX export, tracing) use the autograd form.
 
 Motion convention: gbuf's ``motion`` buffer (pixels of the LR frame, displacement from frame t
 to frame t-1, x right, y down; the surface at pixel p of frame t was at p + motion in frame
 t-1) is exactly the official one: the official loader reads Blender's Vector pass XY and
 negates Y, and its ``motion_warp`` samples the previous frame at ``p + motion`` (bilinear,
-``align_corners=True``, zeros outside). So gbuf motion goes in unchanged.
+``align_corners=True``, zeros outside): ``gbuf.train.ops.backward_warp`` with zero padding. So
+gbuf motion goes in unchanged.
 
 Input normalisation (what the official loader feeds, and what ``rdg-s``'s checkpoint expects):
 ``image`` display-referred in [0, 1] (the official data are 8-bit sRGB PNGs / 255), ``normal``
@@ -88,10 +89,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from gbuf.errors import GbufError
+from gbuf.train.models import rdg_onednn
+from gbuf.train.models._blocks import check_inputs, is_pixel_major, pixel_rows, stream
+from gbuf.train.ops import backward_warp
 
-#: Batch keys RDG reads, and their channel counts.
+#: Batch keys RDG reads.
 INPUTS = ("image", "depth", "normal", "motion", "brdf")
-CHANNELS = {"image": 3, "depth": 1, "normal": 3, "motion": 2, "brdf": 3}
 
 CYCLE_SPAN = 7  # the staircase of CycleFC covers 7 pixels
 LEVELS = 3  # full, 1/2 and 1/4 LR resolution
@@ -104,22 +107,6 @@ def cycle_shifts(channels: int, span: int = CYCLE_SPAN) -> list[int]:
     return [(c + half) % span - half for c in range(channels)]
 
 
-def warp_previous(features: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
-    """Sample ``features`` at ``p + motion(p)``: bilinear, pixel centres, zeros outside.
-
-    The official RDG warp (it differs from ``gbuf.train.ops.backward_warp`` in the padding:
-    zeros here, border there).
-    """
-    b, _, h, w = features.shape
-    ys = torch.arange(h, device=features.device, dtype=motion.dtype)
-    xs = torch.arange(w, device=features.device, dtype=motion.dtype)
-    sample_x = xs.view(1, 1, w) + motion[:, 0]
-    sample_y = ys.view(1, h, 1) + motion[:, 1]
-    grid = torch.stack((2.0 * sample_x / max(w - 1, 1) - 1.0, 2.0 * sample_y / max(h - 1, 1) - 1.0), dim=-1)
-    return F.grid_sample(features, grid.to(features.dtype), mode="bilinear", padding_mode="zeros",
-                         align_corners=True)
-
-
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     # Same-size bilinear resampling (align_corners=False) is the identity; skip the copy.
     if tuple(x.shape[-2:]) == tuple(size):
@@ -127,24 +114,13 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def _rows(x: torch.Tensor) -> torch.Tensor:
-    """``(B, C, H, W)`` as pixel rows ``(B, HW, C)``: a view when ``x`` is channels-last."""
-    b, c, h, w = x.shape
-    return x.permute(0, 2, 3, 1).reshape(b, h * w, c)
-
-
-def _pixel_major(x: torch.Tensor) -> bool:
-    """Whether ``x`` keeps its channels innermost (channels-last, or a channel slice of it)."""
-    return x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1 and x.stride(2) == x.shape[3] * x.stride(3)
-
-
 def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """A 1x1 convolution. On channels-last input it is one matrix product over pixel rows:
     PyTorch's CPU 1x1 conv takes a slow im2col path there and copies channel slices."""
-    if not _pixel_major(x):
+    if not is_pixel_major(x):
         return F.conv2d(x, weight, bias)
     b, _, h, w = x.shape
-    out = F.linear(_rows(x), weight.flatten(1), bias)
+    out = F.linear(pixel_rows(x), weight.flatten(1), bias)
     return out.view(b, h, w, -1).permute(0, 3, 1, 2)
 
 
@@ -168,128 +144,6 @@ def _evens_then_odds(t: torch.Tensor, dim: int = 0) -> torch.Tensor:
 def _matmul_1x1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The 1x1 conv weight of ``conv(conv(x, b), a)`` (biases aside)."""
     return (a.flatten(1) @ b.flatten(1))[:, :, None, None]
-
-
-# -- oneDNN fused kernels (CPU inference) ---------------------------------------------------
-#
-# Without autograd, on CPU float32 channels-last tensors, the fast path calls oneDNN's fused
-# primitives that PyTorch registers for its own graph compiler (``torch.ops.mkldnn``): a conv
-# or matmul with GELU or "+ other" applied to each output block while it is still in cache.
-# On a memory-bound CPU every avoided pass over a full-resolution feature map counts, and so
-# does every avoided allocation: a tensor over glibc's 32 MB mmap threshold comes from fresh,
-# page-faulted memory each time. None of these kernels has a backward, so training (and any
-# call with autograd on) takes the plain fast path above them.
-
-
-def _onednn_ready() -> bool:
-    ops = getattr(torch.ops, "mkldnn", None)
-    try:
-        return (torch.backends.mkldnn.is_available() and ops is not None
-                and hasattr(ops, "_linear_pointwise") and hasattr(ops, "_convolution_pointwise"))
-    except (AttributeError, RuntimeError):  # an op namespace that is not registered
-        return False
-
-
-_ONEDNN = None
-
-
-def _use_onednn(x: torch.Tensor) -> bool:
-    """Whether the fused oneDNN inference kernels apply to ``x``."""
-    global _ONEDNN
-    if torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32 or not _pixel_major(x):
-        return False
-    # Graph capture (ONNX export, tracing, torch.compile) gets the portable aten ops.
-    if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return False
-    if _ONEDNN is None:
-        _ONEDNN = _onednn_ready()
-    return _ONEDNN
-
-
-def _flat_rows(x: torch.Tensor) -> torch.Tensor:
-    """``(B, C, H, W)`` as ``(B*H*W, C)`` pixel rows (a view when ``x`` is pixel-major)."""
-    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
-
-
-def _as_image(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Pixel rows back to a channels-last ``(B, C, H, W)`` view shaped like ``like``."""
-    b, _, h, w = like.shape
-    return rows.view(b, h, w, -1).permute(0, 3, 1, 2)
-
-
-def _linear_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False,
-                   add: torch.Tensor | None = None) -> torch.Tensor:
-    """1x1 conv of a pixel-major ``x``, then GELU (exact, erf) or ``+ add``, in one oneDNN matmul."""
-    # A strided weight (a slice of a layer's) sends oneDNN to its reference kernel, ~1000x slower.
-    rows, weight = _flat_rows(x), weight.flatten(1).contiguous()
-    if add is not None:
-        out = torch.ops.mkldnn._linear_pointwise.binary(rows, _flat_rows(add), weight, bias, "add")
-    elif gelu:
-        out = torch.ops.mkldnn._linear_pointwise(rows, weight, bias, "gelu", [], "none")
-    else:
-        out = torch.ops.mkldnn._linear_pointwise(rows, weight, bias, "none", [], "")
-    return _as_image(out, x)
-
-
-def _warp_channels_last(features: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
-    """``warp_previous`` for a pixel-major ``features``, bit-identical to it, twice as fast on CPU.
-
-    Bilinear sampling is a weighted sum of four whole pixel rows, which ``embedding_bag`` does in
-    one pass over channels-last memory (grid_sample walks channel planes and returns NCHW).
-    Sample positions and weights are computed exactly as grid_sample computes them (the grid's
-    normalisation round trip included), so the result is identical, not merely close; corners
-    outside the frame get weight 0 (zero padding)."""
-    b, c, h, w = features.shape
-    sample_x = torch.arange(w, dtype=motion.dtype, device=motion.device).view(1, 1, w) + motion[:, 0]
-    sample_y = torch.arange(h, dtype=motion.dtype, device=motion.device).view(1, h, 1) + motion[:, 1]
-    # warp_previous's grid, then grid_sample's unnormalisation for align_corners=True.
-    xs = (2.0 * sample_x / max(w - 1, 1) - 1.0 + 1) * ((w - 1) / 2)
-    ys = (2.0 * sample_y / max(h - 1, 1) - 1.0 + 1) * ((h - 1) / 2)
-    x0, y0 = xs.floor(), ys.floor()
-    weights_x = ((x0 + 1) - xs, xs - x0)
-    weights_y = ((y0 + 1) - ys, ys - y0)
-    x0, y0 = x0.long(), y0.long()
-    first = (torch.arange(b, device=motion.device) * (h * w)).view(b, 1, 1)
-    index, weight = [], []
-    for dy in (0, 1):
-        for dx in (0, 1):
-            xi, yi = x0 + dx, y0 + dy
-            inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-            # Outside corners read pixel 0 with weight 0 (zero padding without a padded copy).
-            index.append(torch.where(inside, first + yi * w + xi, 0))
-            weight.append((weights_y[dy] * weights_x[dx]).masked_fill_(~inside, 0.0))
-    rows = F.embedding_bag(torch.stack(index, -1).view(-1, 4), _flat_rows(features).contiguous(),
-                           per_sample_weights=torch.stack(weight, -1).view(-1, 4).to(features.dtype), mode="sum")
-    return rows.view(b, h, w, c).permute(0, 3, 1, 2)
-
-
-def _halves(conv: nn.Conv2d) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``(weight, bias)`` of the first and second half of ``conv``'s output channels.
-
-    The fused path makes a 2*dim-channel map as two dim-channel ones: at full resolution a map
-    of 72 channels (RDG) is 37.6 MB, over glibc's 32 MB mmap ceiling, so each one would come
-    from freshly page-faulted memory; half-width maps are recycled by the heap (a 1x1 conv to
-    72 channels was measured 2.6x slower than two to 36)."""
-    return [(w, b) for w, b in zip(conv.weight.chunk(2), conv.bias.chunk(2))]
-
-
-def _conv_then_depthwise(x: torch.Tensor, pointwise: nn.Conv2d, depthwise: nn.Conv2d, part: int, parts: int) -> torch.Tensor:
-    """Channel group ``part`` of ``parts`` of ``depthwise(pointwise(x))`` (1x1 then depth-wise
-    3x3): each output channel of the pair depends on its own channel only, so the groups can be
-    made one at a time (and freed one at a time)."""
-    w, b, dw, db = (t.chunk(parts)[part] for t in (pointwise.weight, pointwise.bias, depthwise.weight, depthwise.bias))
-    return F.conv2d(_linear_onednn(x, w, b), dw, db, padding=1, groups=dw.shape[0])
-
-
-def _conv3x3_onednn(x: torch.Tensor, conv: nn.Conv2d, gelu: bool = False, add: torch.Tensor | None = None) -> torch.Tensor:
-    """``conv(x)`` (3x3, stride 1, padding 1), then GELU or ``+ add``, in one oneDNN convolution."""
-    args = ([1, 1], [1, 1], [1, 1], conv.groups)
-    weight = conv.weight.contiguous()
-    if add is not None:
-        return torch.ops.mkldnn._convolution_pointwise.binary(x, add, weight, conv.bias, *args, "add",
-                                                              None, None, [], None)
-    attr, algorithm = ("gelu", "none") if gelu else ("none", "")
-    return torch.ops.mkldnn._convolution_pointwise(x, weight, conv.bias, *args, attr, [], algorithm)
 
 
 class CycleFC(nn.Module):
@@ -387,39 +241,18 @@ class DFM(nn.Module):
                           _evens_then_odds(depthwise.bias), padding=1, groups=2 * dim)
         gate, context = _pointwise(hidden, _evens_then_odds(pointwise.weight, dim=1), pointwise.bias).chunk(2, dim=1)
         context = self.mlp_h(context)
-        # merge([x, mlp_w(context)]) is linear in mlp_w's 1x1 conv: fold that conv into merge,
-        # so the second CycleFC is only its shift.
-        merge_x, merge_context = self.merge.weight.split(dim, dim=1)
-        weight = torch.cat([merge_x, _matmul_1x1(merge_context, self.mlp_w.weight)], dim=1)
-        bias = self.merge.bias + merge_context.flatten(1) @ self.mlp_w.bias
-        merged = _pointwise(torch.cat([x, self.mlp_w.shift(context)], dim=1), weight, bias)
+        w_x, w_context, bias = self.folded_merge()
+        merged = _pointwise(torch.cat([x, self.mlp_w.shift(context)], dim=1), torch.cat([w_x, w_context], dim=1),
+                            bias)
         return _pointwise(self.act(gate) * merged, self.proj_out.weight, self.proj_out.bias)
 
-    def residual_onednn(self, x: torch.Tensor) -> torch.Tensor:
-        """``forward(x) + x`` through fused oneDNN kernels (inference; see ``_use_onednn``)."""
-        dim = x.shape[1]
-        depthwise, pointwise = self.proj_in
-        # The two-per-channel depth-wise conv as two plain ones (its even and its odd outputs),
-        # and the 1x1 conv after it as accumulated matmuls: no concatenated copy of x and no
-        # 2*dim-channel depth-wise pass (the slow kind in oneDNN). Gate and context are made
-        # as separate dim-channel maps (see ``_halves``).
-        even = F.conv2d(x, depthwise.weight[0::2], depthwise.bias[0::2], padding=1, groups=dim)
-        odd = F.conv2d(x, depthwise.weight[1::2], depthwise.bias[1::2], padding=1, groups=dim)
-        halves = []
-        for w, b in _halves(pointwise):
-            half = _linear_onednn(even, w[:, 0::2], b)
-            _flat_rows(half).addmm_(_flat_rows(odd), w[:, 1::2].flatten(1).t())
-            halves.append(half)
-        gate, context = halves
-        del even, odd
-        context = _linear_onednn(self.mlp_h.shift(context), self.mlp_h.weight, self.mlp_h.bias)
-        # merge([x, mlp_w(context)]) with mlp_w's 1x1 conv folded in, as two accumulated matmuls.
-        merge_x, merge_context = self.merge.weight.split(dim, dim=1)
-        merged = _linear_onednn(x, merge_x, self.merge.bias + merge_context.flatten(1) @ self.mlp_w.bias)
-        _flat_rows(merged).addmm_(_flat_rows(self.mlp_w.shift(context)),
-                                  _matmul_1x1(merge_context, self.mlp_w.weight).flatten(1).t())
-        torch.ops.aten.gelu_(gate)
-        return _linear_onednn(merged.mul_(gate), self.proj_out.weight, self.proj_out.bias, add=x)
+    def folded_merge(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``merge``'s weights for ``x`` and for the shifted context, and its bias, with
+        ``mlp_w``'s 1x1 conv folded in: ``merge([x, mlp_w(c)])`` is linear in that conv, so the
+        second CycleFC becomes its shift alone."""
+        merge_x, merge_context = self.merge.weight.split(self.merge.weight.shape[1] // 2, dim=1)
+        bias = self.merge.bias + merge_context.flatten(1) @ self.mlp_w.bias
+        return merge_x, _matmul_1x1(merge_context, self.mlp_w.weight), bias
 
 
 class CCM(nn.Module):
@@ -430,15 +263,10 @@ class CCM(nn.Module):
         self.fn = nn.Sequential(nn.Conv2d(dim, 2 * dim, 3, 1, 1), nn.GELU(), nn.Conv2d(2 * dim, dim, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _pixel_major(x):
+        if not is_pixel_major(x):
             return self.fn(x)
         expand, act, project = self.fn
         return _pointwise(act(expand(x)), project.weight, project.bias)
-
-    def residual_onednn(self, x: torch.Tensor) -> torch.Tensor:
-        """``forward(x) + x``: conv3x3+GELU and 1x1+residual, each one oneDNN kernel."""
-        expand, _, project = self.fn
-        return _linear_onednn(_conv3x3_onednn(x, expand, gelu=True), project.weight, project.bias, add=x)
 
 
 class HFB(nn.Module):
@@ -451,23 +279,16 @@ class HFB(nn.Module):
         self.gelu = nn.GELU()
         self.proj_out = nn.Conv2d(2 * dim, dim, 1)
 
+    def guide(self, x: torch.Tensor, gbuffers: torch.Tensor) -> torch.Tensor:
+        """The G-buffer branch: ``conv_g`` of the G-buffers resized to ``x``'s level."""
+        return self.conv_g(_resize(gbuffers, tuple(x.shape[-2:])))
+
     def forward(self, x: torch.Tensor, gbuffers: torch.Tensor) -> torch.Tensor:
         fx = self.conv_x(x)
-        fg = self.conv_g(_resize(gbuffers, tuple(x.shape[-2:])))
+        fg = self.guide(x, gbuffers)
         fused = torch.cat([fx * self.gelu(fg), fg * self.gelu(fx)], dim=1)
-        # (channels-last input: the fast inference layout, see RDG.step)
-        return _pointwise(fused, self.proj_out.weight, self.proj_out.bias) if _pixel_major(x) else self.proj_out(fused)
-
-    def residual_onednn(self, x: torch.Tensor, gbuffers: torch.Tensor) -> torch.Tensor:
-        """``forward(x, gbuffers) + x`` without the concatenation: the output projection is
-        two accumulated matmuls over the two gated halves, the residual fused into the first."""
-        dim = x.shape[1]
-        fx = self.conv_x(x)
-        fg = self.conv_g(_resize(gbuffers, tuple(x.shape[-2:])))
-        w_x, w_g = self.proj_out.weight.split(dim, dim=1)
-        out = _linear_onednn(F.gelu(fg).mul_(fx), w_x, self.proj_out.bias, add=x)  # fx * gelu(fg)
-        _flat_rows(out).addmm_(_flat_rows(F.gelu(fx).mul_(fg)), w_g.flatten(1).t())  # fg * gelu(fx)
-        return out
+        # (channels-last input: the fast layout, see RDG.step)
+        return _pointwise(fused, self.proj_out.weight, self.proj_out.bias) if is_pixel_major(x) else self.proj_out(fused)
 
 
 class CTR(nn.Module):
@@ -505,7 +326,7 @@ class CTR(nn.Module):
         previous = torch.where(started, previous, x)
         motion = torch.where(started, motion, torch.zeros_like(motion))
         query, query_skip = self.to_q(x).chunk(2, dim=1)
-        key, value = self.to_kv(warp_previous(previous, motion)).chunk(2, dim=1)
+        key, value = self.to_kv(backward_warp(previous, motion, padding_mode="zeros")).chunk(2, dim=1)
         # Attention across channels (per head), over the whole frame: (c_q x hw) @ (hw x c_k).
         query = F.normalize(query.reshape(b, self.heads, -1, h * w), dim=-1)
         key = F.normalize(key.reshape(b, self.heads, -1, h * w), dim=-1)
@@ -552,42 +373,14 @@ class CTR(nn.Module):
         motion = torch.where(started, motion, torch.zeros_like(motion))
         query, query_skip = self.to_q[1](_pointwise(x, self.to_q[0].weight, self.to_q[0].bias)).chunk(2, dim=1)
         # grid_sample returns NCHW whatever its input; keep the convs that follow channels-last.
-        warped = _same_layout(warp_previous(previous, motion), x)
+        warped = _same_layout(backward_warp(previous, motion, padding_mode="zeros"), x)
         key, value = self.to_kv[1](_pointwise(warped, self.to_kv[0].weight, self.to_kv[0].bias)).chunk(2, dim=1)
-        w_value = self._value_weight(_rows(query), [_rows(key)])
+        w_value = self._value_weight(pixel_rows(query), [pixel_rows(key)])
         w_rest = self.proj_out.weight.flatten(1)[:, dim:]
         weight = torch.cat([w_value, w_rest.expand(b, -1, -1)], dim=2)  # (B, dim, 2dim + dim + 1)
-        inputs = _rows(torch.cat([value, query_skip, depth], dim=1))
+        inputs = pixel_rows(torch.cat([value, query_skip, depth], dim=1))
         out = torch.baddbmm(self.proj_out.bias.view(1, 1, dim), inputs, weight.transpose(1, 2))
         return out.view(b, h, w, dim).permute(0, 3, 1, 2)
-
-    def residual_onednn(self, x, depth, previous, motion, started):
-        """``forward(...) + x`` as ``forward_fast`` computes it, with no concatenation and no
-        map wider than ``dim`` channels (see ``_halves``): query and skip, and each half of the
-        keys and of the values, are made separately (1x1 conv then depth-wise 3x3, both
-        per-channel separable), and the output projection accumulates its value, skip and depth
-        terms in one buffer that starts as ``skip projection + bias + x``."""
-        b, dim = x.shape[:2]
-        depth, motion = self._level_guides(x, depth, motion)
-        started = started > 0.5
-        if not bool(started.all()):  # (a CPU tensor: no device sync; skips a full-size select)
-            previous = torch.where(started, previous, x)
-            motion = torch.where(started, motion, torch.zeros_like(motion))
-        # Made in the order they are used and freed as soon as possible: at full resolution
-        # each map is tens of MB, and a lower peak keeps the heap from growing every frame.
-        warped = _warp_channels_last(previous, motion)
-        keys = [_conv_then_depthwise(warped, *self.to_kv, part, 4) for part in (0, 1)]
-        query = _conv_then_depthwise(x, *self.to_q, 0, 2)
-        w_value = self._value_weight(_rows(query), [_rows(k) for k in keys])
-        del query, keys
-        w_skip, w_depth = self.proj_out.weight.flatten(1)[:, dim:].split([dim, 1], dim=1)
-        out = _linear_onednn(_conv_then_depthwise(x, *self.to_q, 1, 2), w_skip, self.proj_out.bias, add=x)
-        out_rows = _rows(out)
-        for part, w_part in zip((2, 3), w_value.split(dim, dim=2)):
-            out_rows.baddbmm_(_rows(_conv_then_depthwise(warped, *self.to_kv, part, 4)), w_part.transpose(1, 2))
-        del warped
-        out_rows.baddbmm_(_rows(depth), w_depth.t().expand(b, 1, dim))
-        return out
 
 
 class EncodeLayer(nn.Module):
@@ -597,8 +390,8 @@ class EncodeLayer(nn.Module):
         self.ffn = CCM(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.dfm.mlp_h.form == "fast" and _use_onednn(x):
-            return self.ffn.residual_onednn(self.dfm.residual_onednn(x))
+        if self.dfm.mlp_h.form == "fast" and rdg_onednn.applies(x):
+            return rdg_onednn.encode_layer(self, x)
         x = self.dfm(x) + x
         return self.ffn(x) + x
 
@@ -611,10 +404,8 @@ class DecodeLayer(nn.Module):
         self.ffn = CCM(dim)
 
     def forward(self, x, gbuffers, depth, previous, motion, started):
-        if self.ctr.fast and _use_onednn(x):
-            x = self.hfb.residual_onednn(x, gbuffers)
-            x = self.ctr.residual_onednn(x, depth, previous, motion, started)
-            return self.ffn.residual_onednn(x)
+        if self.ctr.fast and rdg_onednn.applies(x):
+            return rdg_onednn.decode_layer(self, x, gbuffers, depth, previous, motion, started)
         x = self.hfb(x, gbuffers) + x
         x = self.ctr(x, depth, previous, motion, started) + x
         return self.ffn(x) + x
@@ -632,9 +423,8 @@ class Upsample2x(nn.Module):
 
     def with_skip(self, x: torch.Tensor, skip: torch.Tensor, alpha: torch.Tensor, fused: bool = False) -> torch.Tensor:
         """``forward(x) + alpha * skip`` (the U-Net's scaled skip connection)."""
-        if fused and _use_onednn(skip):
-            up = _same_layout(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False), skip)
-            return _conv3x3_onednn(up, self.conv, add=alpha * skip)
+        if fused and rdg_onednn.applies(skip):
+            return rdg_onednn.upsample_with_skip(self, x, skip, alpha)
         return self.forward(x) + alpha * skip
 
 
@@ -689,7 +479,7 @@ class RDG(nn.Module):
 
         Returns ``(output (B, 3, sH, sW), new_state)``; ``state=None`` starts a sequence.
         """
-        _check_frame(frame)
+        check_inputs("rdg", frame, INPUTS, self.scale, ndim=4)
         image = frame["image"]
         h, w = image.shape[-2:]
         if state is None:
@@ -734,13 +524,8 @@ class RDG(nn.Module):
 
     def forward(self, batch: dict) -> torch.Tensor:
         """``batch``: ``(B, T, C, H, W)`` per key of ``inputs`` -> ``(B, T, 3, sH, sW)``."""
-        _check_batch(batch)
-        state = None
-        outputs = []
-        for t in range(batch["image"].shape[1]):
-            out, state = self.step({k: batch[k][:, t] for k in INPUTS}, state)
-            outputs.append(out)
-        return torch.stack(outputs, dim=1)
+        check_inputs("rdg", batch, INPUTS, self.scale, ndim=5)
+        return stream(self.step, batch, INPUTS)
 
 
 def _padded(n: int) -> int:
@@ -752,29 +537,3 @@ def _pad(x: torch.Tensor) -> torch.Tensor:
     if (h, w) == (_padded(h), _padded(w)):
         return x
     return F.pad(x, (0, _padded(w) - w, 0, _padded(h) - h))
-
-
-def _check_frame(frame: dict) -> None:
-    missing = [k for k in INPUTS if k not in frame]
-    if missing:
-        raise GbufError(f"rdg input: missing buffer {missing[0]!r} (RDG needs {', '.join(INPUTS)})")
-    ref = frame["image"].shape
-    for key in INPUTS:
-        shape = frame[key].shape
-        if len(shape) != 4 or shape[1] != CHANNELS[key] or shape[0] != ref[0] or shape[-2:] != ref[-2:]:
-            raise GbufError(f"rdg input: buffer {key!r} has shape {tuple(shape)}, expected "
-                            f"({ref[0]}, {CHANNELS[key]}, {ref[-2]}, {ref[-1]})")
-
-
-def _check_batch(batch: dict) -> None:
-    missing = [k for k in INPUTS if k not in batch]
-    if missing:
-        raise GbufError(f"rdg input: missing buffer {missing[0]!r} (RDG needs {', '.join(INPUTS)})")
-    ref = batch["image"].shape
-    if len(ref) != 5:
-        raise GbufError(f"rdg input: 'image' has shape {tuple(ref)}, expected (B, T, 3, H, W)")
-    for key in INPUTS:
-        shape = batch[key].shape
-        if len(shape) != 5 or shape[:2] != ref[:2] or shape[2] != CHANNELS[key] or shape[-2:] != ref[-2:]:
-            raise GbufError(f"rdg input: buffer {key!r} has shape {tuple(shape)}, expected "
-                            f"({ref[0]}, {ref[1]}, {CHANNELS[key]}, {ref[-2]}, {ref[-1]})")

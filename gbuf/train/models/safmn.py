@@ -4,8 +4,9 @@ Sun, Dong, Tang and Pan, ICCV 2023 (official code: github.com/sunny2109/SAFMN). 
 ``safmn``: ``dim=36``, 8 blocks, FFN ratio 2, x4 -> 239,520 parameters, as in the RDG paper's
 comparison. A single-image model: ``forward`` upscales each frame's ``image`` on its own.
 
-Structure: conv3x3 to ``dim`` -> ``n_blocks`` attention blocks -> (+ the conv3x3 features) ->
-conv3x3 to ``3 * scale**2`` -> PixelShuffle. A block is ``x + SAFM(LN(x))`` then
+Structure (the skeleton it shares with SMFANet: ``_blocks.SingleImageSR``): conv3x3 to ``dim``
+-> ``n_blocks`` attention blocks -> (+ the conv3x3 features) -> conv3x3 to ``3 * scale**2`` ->
+PixelShuffle. A block is ``x + SAFM(LN(x))`` then
 ``x + CCM(LN(x))`` with a channel LayerNorm (eps 1e-6):
 
 - SAFM splits the channels into 4 groups; group 0 gets a depth-wise 3x3, group i > 0 is
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gbuf.errors import GbufError
+from gbuf.train.models._blocks import SingleImageSR
 
 
 class ChannelLayerNorm(nn.Module):
@@ -88,32 +89,10 @@ class AttBlock(nn.Module):
         return self.ccm(self.norm2(x)) + x
 
 
-class SAFMN(nn.Module):
+class SAFMN(SingleImageSR):
     """SAFMN x``scale`` applied frame by frame to ``batch["image"]``."""
 
-    inputs = ("image",)
-    recurrent = False
+    name = "safmn"
 
     def __init__(self, dim: int = 36, n_blocks: int = 8, ffn_scale: float = 2.0, scale: int = 4):
-        super().__init__()
-        self.scale = scale
-        self.to_feat = nn.Conv2d(3, dim, 3, 1, 1)
-        self.feats = nn.Sequential(*[AttBlock(dim, ffn_scale) for _ in range(n_blocks)])
-        self.to_img = nn.Sequential(nn.Conv2d(dim, 3 * scale * scale, 3, 1, 1), nn.PixelShuffle(scale))
-
-    def upscale(self, image: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, H, W)`` -> ``(N, 3, sH, sW)``."""
-        if image.shape[-2] < 8 or image.shape[-1] < 8:
-            raise GbufError(f"safmn input: image is {image.shape[-2]}x{image.shape[-1]}; SAFMN needs at least 8x8")
-        x = self.to_feat(image)
-        return self.to_img(self.feats(x) + x)
-
-    def forward(self, batch: dict) -> torch.Tensor:
-        """``batch["image"]``: ``(B, T, 3, H, W)`` -> ``(B, T, 3, sH, sW)``."""
-        if "image" not in batch:
-            raise GbufError("safmn input: missing buffer 'image' (safmn needs image)")
-        image = batch["image"]
-        if image.dim() != 5 or image.shape[2] != 3:
-            raise GbufError(f"safmn input: 'image' has shape {tuple(image.shape)}, expected (B, T, 3, H, W)")
-        b, t = image.shape[:2]
-        return self.upscale(image.flatten(0, 1)).unflatten(0, (b, t))
+        super().__init__(dim, lambda: nn.Sequential(*[AttBlock(dim, ffn_scale) for _ in range(n_blocks)]), scale)

@@ -4,8 +4,9 @@ Zheng, Sun, Dong and Pan, ECCV 2024 (official code: github.com/Zheng-MJ/SMFANet)
 ``smfanet``: ``dim=36``, 8 blocks, FFN ratio 2, x4 -> 197,328 parameters, as in the RDG paper's
 comparison. A single-image model: ``forward`` upscales each frame's ``image`` on its own.
 
-Structure: conv3x3 to ``dim`` -> ``n_blocks`` FMBs -> (+ the conv3x3 features) -> conv3x3 to
-``3 * scale**2`` -> PixelShuffle. An FMB is two residual steps on channel-L2-normalised input:
+Structure (the skeleton it shares with SAFMN: ``_blocks.SingleImageSR``): conv3x3 to ``dim``
+-> ``n_blocks`` FMBs -> (+ the conv3x3 features) -> conv3x3 to ``3 * scale**2`` -> PixelShuffle.
+An FMB is two residual steps on channel-L2-normalised input:
 
 - SMFA: a 1x1 conv splits into ``y`` and ``x``. The non-local branch max-pools ``x`` to 1/8 size,
   applies a depth-wise 3x3, mixes in the per-channel spatial variance of ``x`` (``alpha * s +
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gbuf.errors import GbufError
+from gbuf.train.models._blocks import SingleImageSR
 
 
 class DMlp(nn.Module):
@@ -97,37 +98,10 @@ class FMB(nn.Module):
         return self.pcfn(F.normalize(x, dim=1)) + x
 
 
-class SMFANet(nn.Module):
+class SMFANet(SingleImageSR):
     """SMFANet x``scale`` applied frame by frame to ``batch["image"]``."""
 
-    inputs = ("image",)
-    recurrent = False
+    name = "smfanet"
 
     def __init__(self, dim: int = 36, n_blocks: int = 8, ffn_scale: float = 2.0, scale: int = 4):
-        super().__init__()
-        self.scale = scale
-        self.to_feat = nn.Conv2d(3, dim, 3, 1, 1)
-        self.feats = nn.Sequential(*[FMB(dim, ffn_scale) for _ in range(n_blocks)])
-        self.to_img = nn.Sequential(nn.Conv2d(dim, 3 * scale * scale, 3, 1, 1), nn.PixelShuffle(scale))
-
-    def upscale(self, image: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, H, W)`` -> ``(N, 3, sH, sW)``."""
-        if image.shape[-2] < 8 or image.shape[-1] < 8:
-            raise GbufError(f"smfanet input: image is {image.shape[-2]}x{image.shape[-1]}; SMFANet needs at least 8x8")
-        x = self.to_feat(image)
-        return self.to_img(self.feats(x) + x)
-
-    def forward(self, batch: dict) -> torch.Tensor:
-        """``batch["image"]``: ``(B, T, 3, H, W)`` -> ``(B, T, 3, sH, sW)``."""
-        image = _frames(batch, "smfanet")
-        b, t = image.shape[:2]
-        return self.upscale(image.flatten(0, 1)).unflatten(0, (b, t))
-
-
-def _frames(batch: dict, name: str) -> torch.Tensor:
-    if "image" not in batch:
-        raise GbufError(f"{name} input: missing buffer 'image' ({name} needs image)")
-    image = batch["image"]
-    if image.dim() != 5 or image.shape[2] != 3:
-        raise GbufError(f"{name} input: 'image' has shape {tuple(image.shape)}, expected (B, T, 3, H, W)")
-    return image
+        super().__init__(dim, lambda: nn.Sequential(*[FMB(dim, ffn_scale) for _ in range(n_blocks)]), scale)

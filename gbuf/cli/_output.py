@@ -1,0 +1,98 @@
+"""What the CLI shows while the library works: its ``logging`` records and progress bars (rich lives here).
+
+The library reports progress through one callback, ``progress(label, done, total)``
+(``gbuf.progress.Progress``), and everything else through stdlib ``logging`` under the
+``gbuf`` logger. Both are drawn on a duplicate of the process's stderr taken when the CLI
+starts: while Cycles renders, gbuf points file descriptors 1 and 2 at a log file to catch
+Blender's own chatter, and what the CLI shows must not land there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import threading
+
+
+@functools.cache
+def console():
+    """The rich console of the CLI, on stderr as it was when first asked for."""
+    from rich.console import Console
+
+    return Console(file=os.fdopen(os.dup(2), "w", buffering=1), stderr=False)
+
+
+class _ToConsole(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.format(record)
+        if record.levelno >= logging.WARNING:
+            text = f"gbuf: {record.levelname.lower()}: {text}"
+        console().print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+def show_library_logs(level: int = logging.INFO) -> None:
+    """Route the ``gbuf`` logger's records (``level`` and above) to the CLI console, once."""
+    library = logging.getLogger("gbuf")
+    if not any(isinstance(h, _ToConsole) for h in library.handlers):
+        library.addHandler(_ToConsole(level))
+    library.setLevel(min(library.level or level, level))
+
+
+def _Rate(unit: str):
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("--" if speed is None else f"{speed:.2f} {unit}/s")
+
+    return Rate()
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool = True, *, unit: str = "items"):
+    """Yield a ``progress(label, done, total)`` callback drawing one bar per label (None if disabled).
+
+    ``unit``: ``"bytes"`` (sizes and speeds) or anything else (counts, rate and ETA). The bar
+    starts at the first call and stops once every label is complete, so a later bar (a push
+    after a render) can take over the terminal.
+    """
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn, TransferSpeedColumn)
+
+    if unit == "bytes":
+        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   TimeRemainingColumn())
+    else:
+        columns = (TextColumn("[bold]{task.description}"), MofNCompleteColumn(), TextColumn(unit), BarColumn(),
+                   _Rate(unit), TextColumn("ETA"), TimeRemainingColumn())
+    bar = Progress(*columns, console=console(), transient=False)
+    tasks: dict[str, int] = {}
+    running = False
+    lock = threading.Lock()
+
+    def progress(label: str, done: int, total: int) -> None:
+        nonlocal running
+        with lock:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total, completed=done)
+            else:
+                bar.update(tasks[label], completed=done, total=total)
+            if not running and done < total:
+                bar.start()
+                running = True
+            elif running and all(t.finished for t in bar.tasks):
+                bar.stop()
+                running = False
+
+    try:
+        yield progress
+    finally:
+        if running:
+            bar.stop()
