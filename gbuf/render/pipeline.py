@@ -64,25 +64,11 @@ def render(scene=None, output=None, *, resolution=(1920, 1080), scale=4, frames=
            denoise=True, lr_mode="render", device="cpu", passes=None, seed=0, sequence=None,
            overwrite=False, allow_scripts=False, quiet=False, frames_per_shard=None, block=None,
            blocks_of=None, plan=False, progress: Progress | None = None, camera: str = "auto") -> RenderResult:
-    """Render ``scene`` (a .blend path; ``None``: the default recipe) into the gbuf store ``output``.
+    """Render ``scene`` into the local store ``output``: one scene, one sequence, no URL.
 
-    ``scene`` may also be a .gltf/.glb, .fbx, .obj or .usd/.usda/.usdc/.usdz file, brought in
-    through Blender's importer (``gbuf.render.scenefiles``). ``camera``: ``keep`` the scene's
-    active camera, ``orbit`` (a camera circling the scene's bounds, a pure function of the
-    file's sha256 and ``seed``), or ``auto`` (keep; an imported file without a camera: orbit).
-
-    ``frames``: ``(start, end)`` Blender frame numbers, inclusive (default: the
-    scene's range). ``samples``: a fixed count, or ``None`` for adaptive sampling
-    (max 1000, noise threshold 0.01). ``lr_mode``: ``"render"`` (LR rendered like
-    HR) or ``"aliased"`` (one jittered sample per pixel, as a real-time renderer).
-    ``passes``: gbuf buffer names (default: image, depth, normal, motion, brdf).
-    An existing sequence is resumed after its last complete frame, if it was made
-    with the same scene and settings; ``overwrite`` starts it again.
-
-    Scale-out (``gbuf.render.blocks``): ``plan`` only creates the sequence's arrays
-    with their final shape; ``block=K`` renders only block K, the K-th run of
-    ``blocks_of`` frames (default: one shard), aligned to shards so parallel blocks
-    never share one. ``frames_per_shard`` sets the shard length of a new sequence.
+    The options are those of ``gbuf.render.render`` (``gbuf.render.job.render``, which documents
+    them and adds URLs and several scenes on top of this); ``progress(sequence, frames_done,
+    num_frames)`` follows the frames as they are stored.
     """
     settings = make_settings(resolution=resolution, scale=scale, samples=samples, denoise=denoise,
                              lr_mode=lr_mode, device=device, passes=passes, seed=seed)
