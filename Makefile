@@ -30,8 +30,10 @@ demo: $(STAMP)
 	$(BIN)/gbuf dataset preview demo/default.zarr --frame 2 -o demo/preview.png
 	@echo "contact sheet: demo/preview.png"
 
+# Test files run side by side, one per worker (at most 4: each render uses every core anyway);
+# torch in each worker keeps to one thread (gbuf's default), so two workers fill two cores.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --durations 15
 
 clean-demo:
 	rm -rf demo

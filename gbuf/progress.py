@@ -14,3 +14,14 @@ from typing import Protocol
 
 class Progress(Protocol):
     def __call__(self, label: str, done: int, total: int) -> None: ...
+
+
+#: A label ending in this counts the samples of the frame that is rendering (Cycles' own
+#: progress, ``done`` of ``total`` samples per pixel), next to the frames of its sequence;
+#: it starts again at 0 with every render (HR, then LR, of every frame).
+SAMPLES_SUFFIX = ": this frame"
+
+
+def sample_label(label: str) -> str:
+    """The label of the sample progress within a frame of what ``label`` counts in frames."""
+    return label + SAMPLES_SUFFIX

@@ -216,3 +216,27 @@ def test_a_resumed_run_logs_each_step_once(store, tmp_path, monkeypatch):
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in records if "val_psnr" in r] == [3, 6]
     assert not list((run / "ckpt").glob("*.tmp"))
+
+
+SAVED_SETTINGS = {
+    "config of the wrong kind": (lambda d: d.__setitem__("config", 3), "saved config is not a table"),
+    "config.data of the wrong kind": (lambda d: d["config"].__setitem__("data", [1]), "saved config is not a table"),
+    "model_options as text": (lambda d: d.__setitem__("model_options", "x"), "model_options is a str"),
+    "an option the model lacks": (lambda d: d.__setitem__("model_options", {"colour": 1}),
+                                  "model_options do not build rdg-s"),
+    "an unknown normalisation": (lambda d: d["config"]["data"].__setitem__("normalize", 7),
+                                 "config.data.normalize 7 is not one of"),
+}
+
+
+@pytest.mark.parametrize("case", list(SAVED_SETTINGS))
+def test_saved_model_settings_of_the_wrong_kind_are_one_line(resumable, case):
+    """Found by the fuzz (benchmarks/fuzz_store.py): fields beside the weights, with a matching hash."""
+    from gbuf.train import inference
+
+    edit, message = SAVED_SETTINGS[case]
+    _run, ckpt = resumable
+    _rewrite(ckpt, edit)
+    for weights in ("ema", "params"):
+        with pytest.raises(GbufError, match=message):
+            inference.load_model("rdg-s", ckpt, weights=weights)

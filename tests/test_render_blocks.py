@@ -196,3 +196,67 @@ def test_blocks_rendered_by_concurrent_processes_equal_one_process(tmp_path, tin
     odd = _gbuf("render", str(tiny_blend), "-o", str(blocks), *TINY_ARGS, *frames, "--block", "0",
                 "--blocks-of", "3", check=False)
     assert odd.returncode == 2 and "multiple" in odd.stderr
+
+
+@pytest.mark.blender
+def test_a_rerun_with_other_settings_names_what_differs(tmp_path, tiny_blend):
+    """Issue 13, case 15: extending a sequence (or changing a setting) is refused naming the value that
+    differs, as stored and as asked."""
+    out = tmp_path / "ext.zarr"
+    # Rendered as a plan and its one block, given as a file:// URL (a local folder like any other).
+    for step in (["--plan"], ["--block", "0"]):
+        _gbuf("render", str(tiny_blend), "-o", out.as_uri(), *TINY_ARGS, "--frames", "1:2", *step)
+    assert verify(out).ok and gd.open(out)["tiny"]["hr"].num_frames == 2
+    for extra, says in ((["--frames", "1:3"], "frame range: 1:2 in the store, 1:3 asked"),
+                        (["--frames", "1:2", "--samples", "2"], "render settings samples: 1 in the store, 2 asked")):
+        proc = _gbuf("render", str(tiny_blend), "-o", str(out), *TINY_ARGS, *extra, check=False)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        assert f"sequence 'tiny' exists with a different {says}; use --overwrite" in lines[0], lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.blender
+def test_a_second_ctrl_c_stops_a_block_render_at_once(tmp_path, tiny_blend):
+    """Issue 13, case 15: Python runs a signal handler only between bytecodes, never while Cycles renders a
+    frame; two Ctrl-C within one frame used to reach it as one, after the frame (>= 50 s at full size)."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "sigint.zarr"
+    # 2^20 samples per pixel: the first frame would take far longer than this test waits.
+    args = ["render", str(tiny_blend), "-o", str(out), "--resolution", "64x36", "--samples", str(1 << 20),
+            "--no-denoise", "--frames", "1:4", "--frames-per-shard", "2", "--block", "0"]
+    proc = subprocess.Popen([sys.executable, "-m", "gbuf", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and not (out / "tiny" / "lr" / "zarr.json").is_file():
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(3)  # well inside Cycles' render of the first frame
+        os.kill(proc.pid, signal.SIGINT)
+        time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGINT)
+        asked = time.monotonic()
+        _, stderr = proc.communicate(timeout=30)
+        took = time.monotonic() - asked
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert took < 10, f"a second Ctrl-C took {took:.1f} s to stop the render"
+    assert proc.returncode == 128 + signal.SIGINT, stderr
+    assert "stopping after the current frame" in stderr and "stopped at once (second Ctrl-C)" in stderr, stderr
+    assert gd.open(out)["tiny"]["hr"].num_frames == 0  # nothing half-written
+
+
+def test_a_ray_render_takes_a_file_url_as_its_folder(tmp_path, monkeypatch):
+    """``render --ray -o file:///...`` renders into that folder (the tasks are given its path)."""
+    from gbuf.render import blocks
+
+    seen = []
+    monkeypatch.setattr(blocks, "_render_on_ray", lambda scenes, output, **kw: seen.append(output) or "done")
+    assert blocks.render_on_ray([None], (tmp_path / "x.zarr").as_uri()) == "done"
+    assert seen == [str(tmp_path / "x.zarr")]

@@ -1,7 +1,8 @@
 """Scene files other than .blend: glTF and FBX built here with bpy, rendered through the importers.
 
 Each file holds a few primitives and no camera and no light, so gbuf adds its default
-lights and an orbit camera. Checked: motion is the reprojection of depth with the stored
+lights and (``--camera orbit``) an orbit camera; ``auto`` would give a flythrough
+(tests/test_render_camera_paths.py). Checked: motion is the reprojection of depth with the stored
 cameras (as in test_render_camera.py), the orbit path is recorded and a re-render of it
 gives the same depth and motion; bad input fails in one line with nothing written.
 """
@@ -57,7 +58,7 @@ def _export(tmp, kind):
 def _fastest_seed(path) -> int:
     """The seed (of 16) whose orbit turns fastest: at 96 px wide, the most motion per frame."""
     from gbuf.render.blend import file_sha256
-    from gbuf.render.scenefiles import orbit_path
+    from gbuf.render.camera_paths import orbit_path
 
     sha = file_sha256(path)
     return max(range(16), key=lambda s: abs(orbit_path(sha, s, 0, (0, 0, 0), 1.0, 24.0).degrees_per_frame))
@@ -68,8 +69,8 @@ def imported(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(f"import_{request.param}")
     path = _export(tmp, request.param)
     seed = _fastest_seed(path)
-    render(path, tmp / "a.zarr", seed=seed, **OPTIONS)
-    render(path, tmp / "b.zarr", seed=seed, **OPTIONS)
+    render(path, tmp / "a.zarr", seed=seed, camera="orbit", **OPTIONS)
+    render(path, tmp / "b.zarr", seed=seed, camera="orbit", **OPTIONS)
     return path, gd.open(tmp / "a.zarr"), gd.open(tmp / "b.zarr")
 
 
@@ -113,7 +114,7 @@ def test_rerender_of_the_stored_path_is_identical(imported):
 
 
 def test_orbit_path_is_a_function_of_file_seed_and_clip():
-    from gbuf.render.scenefiles import orbit_path
+    from gbuf.render.camera_paths import orbit_path
 
     a = orbit_path("ab" * 32, 0, 0, (0, 0, 0), 1.0, 24.0)
     assert a == orbit_path("ab" * 32, 0, 0, (0, 0, 0), 1.0, 24.0)

@@ -103,7 +103,23 @@ def test_unknown_recipe_and_bad_output(tmp_path, gbuf_cli):
     assert proc.returncode == 2 and "must be a .blend" in proc.stderr
     proc = gbuf_cli("scene", "build", "default", tmp_path / "missing" / "x.blend")
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+    (tmp_path / "afile").write_text("x")
+    proc = gbuf_cli("scene", "build", "default", tmp_path / "afile" / "x.blend")
+    assert proc.returncode == 2 and "is a file, not a folder" in proc.stderr
     assert not list(tmp_path.rglob("*.blend"))
+
+
+def test_scene_build_into_a_read_only_folder_is_one_line(tmp_path, monkeypatch):
+    import os
+
+    from gbuf.render import recipes
+
+    real = os.access
+    # (the tests may run as root, whom chmod does not stop)
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if mode & os.W_OK else real(path, mode, **kw))
+    with pytest.raises(GbufError, match=r"x\.blend: folder .* is not writable"):
+        recipes.build_blend("default", tmp_path / "x.blend")
+    assert not list(tmp_path.iterdir())
 
 
 def test_cli_scene_build(tmp_path, gbuf_cli):

@@ -425,7 +425,11 @@ def test_pull_fetches_a_damaged_local_file_again(source, tmp_path):
     damaged = bytearray((local / rel).read_bytes())
     damaged[7] ^= 0x10
     (local / rel).write_bytes(bytes(damaged))  # same size: only its hash tells
-    again = sharing.pull(str(pushed), local)
+    # Changed since pull wrote it (damage or local work, pull cannot tell): refused, kept as it is.
+    with pytest.raises(GbufError, match=f"{re.escape(rel)}: changed locally since pull wrote it.*--force"):
+        sharing.pull(str(pushed), local)
+    assert (local / rel).read_bytes() == bytes(damaged)
+    again = sharing.pull(str(pushed), local, force=True)
     assert again.received_files == 1 and again.skipped_files == again.files - 1
     assert (local / rel).read_bytes() == (pushed / rel).read_bytes()
     # The pulled copy pushes back as the same dataset (its manifest names it), sending only its own
@@ -641,3 +645,161 @@ def test_card(source, tmp_path):
     assert scope["lr"]["image"].shape == (4, 8, 12, 3)
     result = CliRunner().invoke(cli, ["dataset", "card", str(tmp_path)])
     assert result.exit_code == 2 and "gbuf: error" in result.output
+
+
+def _one_line_cli_error(args) -> str:
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def _write_sequence(store: Path, name: str, frames: int = 4, height: int = 32, width: int = 48) -> None:
+    """A sequence of one's own, written into ``store`` as a render would (SequenceWriter)."""
+    from gbuf.datasets import format as fmt
+    from gbuf.datasets.synthetic import synthetic_frame
+
+    specs = {fmt.HR: (height, width, list(fmt.RDG_BUFFERS)), fmt.LR: (height // 4, width // 4, list(fmt.RDG_BUFFERS))}
+    with gd.SequenceWriter(store, name, frames, specs, sequence_attrs={"fps": 24},
+                           resolution_attrs={g: {"image_encoding": "linear"} for g in specs}) as writer:
+        for t in range(writer.next_frame, frames):
+            writer.append(synthetic_frame(t, height, width, 4, (1.0, 0.5), 3, fmt.RDG_BUFFERS))
+
+
+def _edit_attrs(path: Path, **extra) -> None:
+    meta = json.loads(path.read_text())
+    meta["attributes"]["gbuf"].update(extra)
+    path.write_text(json.dumps(meta))
+
+
+def test_repull_keeps_local_work_and_refuses_to_overwrite_local_changes(source, tmp_path):
+    """Issue 13, case 3: pull manages only what pulls wrote; local work is never deleted or overwritten."""
+    import shutil
+
+    from gbuf.datasets.degrade.api import degrade_store
+
+    src = copy_store(source, tmp_path / "src.zarr")
+    pushed = tmp_path / "pushed"
+    sharing.push(src, str(pushed))
+    local = tmp_path / "local.zarr"
+    sharing.pull(str(pushed), local)
+    assert (local / ".gbuf" / "pulled.json").is_file()
+    # Local work: a sequence rendered into the pulled store and a group degraded into it.
+    _write_sequence(local, "mine")
+    assert degrade_store(local, "bicubic", scale=2, name="lr_mine", sequences=["synthetic_000"]) \
+        == [("synthetic_000", "lr_mine")]
+    mine = {rel: data for rel, data in content_files(local).items()
+            if rel.startswith("mine/") or rel.startswith("synthetic_000/lr_mine/")}
+    assert len(mine) > 10
+    result = CliRunner().invoke(cli, ["dataset", "pull", str(pushed), str(local)])
+    assert result.exit_code == 0, result.output
+    assert {rel: data for rel, data in content_files(local).items() if rel in mine} == mine
+    assert gd.verify(local).ok and "mine" in gd.open(local).sequences
+
+    # The dataset drops a sequence: the files pull wrote for it go, local work stays. A copy
+    # pulled before the record existed (no pulled.json) is described by its local manifest.
+    (local / ".gbuf" / "pulled.json").unlink()
+    shutil.rmtree(src / "synthetic_001")
+    sharing.push(src, str(pushed))
+    again = sharing.pull(str(pushed), local)
+    assert again.removed_files > 0 and not (local / "synthetic_001").exists()
+    assert {rel: data for rel, data in content_files(local).items() if rel in mine} == mine
+
+    # A pulled file changed locally, and changed in the source too: refused, nothing written.
+    rel = "synthetic_000/zarr.json"
+    _edit_attrs(local / rel, note="mine")
+    _edit_attrs(src / rel, note="the source's")
+    sharing.push(src, str(pushed))
+    before = snapshot(local)
+    line = _one_line_cli_error(["dataset", "pull", pushed, local])
+    assert f"{rel}: changed locally since pull wrote it" in line and "--force" in line
+    assert snapshot(local) == before
+    # A file of one's own where the dataset now has one of the same name: refused as well.
+    (src / "notes").mkdir()
+    (src / "notes" / "a.txt").write_text("the source's")
+    sharing.push(src, str(pushed))
+    (local / "notes").mkdir()
+    (local / "notes" / "a.txt").write_text("mine")
+    with pytest.raises(GbufError, match="(notes/a.txt|synthetic_000/zarr.json): .*refusing to overwrite"):
+        sharing.pull(str(pushed), local)
+    assert (local / "notes" / "a.txt").read_text() == "mine"
+    # --force overwrites them with the source's, and still leaves local work alone.
+    result = CliRunner().invoke(cli, ["dataset", "pull", str(pushed), str(local), "--force"])
+    assert result.exit_code == 0, result.output
+    assert (local / rel).read_bytes() == (pushed / rel).read_bytes()
+    assert (local / "notes" / "a.txt").read_text() == "the source's"
+    assert {rel: data for rel, data in content_files(local).items() if rel in mine} == mine
+    assert sharing.pull(str(pushed), local).received_files == 0
+
+
+def test_push_refuses_its_own_store_inside_or_around_it(source, tmp_path):
+    """Issue 13, case 10: a push into its source, a subfolder of it or a folder holding it is refused."""
+    src = copy_store(source, tmp_path / "box" / "src.zarr")
+    before = snapshot(src)
+    for dest, why in ((src / "sub", "is inside the store"), (f"file://{src}/sub/deeper", "is inside the store"),
+                      (src, "is the store"), (tmp_path / "box", "holds the store"),
+                      (f"file://{tmp_path}", "holds the store")):
+        with pytest.raises(GbufError, match=why):
+            sharing.push(src, str(dest), force=True)
+        with pytest.raises(GbufError, match=why):
+            sharing.push(src, str(dest), license="CC0-1.0")  # refused before the license is written
+    assert why in _one_line_cli_error(["dataset", "push", src, tmp_path, "--force"])
+    assert snapshot(src) == before and not (src / "sub").exists() and not (src / ".gbuf").exists()
+    assert sorted(p.name for p in (tmp_path / "box").iterdir()) == ["src.zarr"]
+    # The same for a pull whose source and local folder overlap.
+    pushed = tmp_path / "pushed"
+    sharing.push(src, str(pushed))
+    with pytest.raises(GbufError, match="holds the store"):
+        sharing.pull(str(pushed), pushed / "copy")
+    assert not (pushed / "copy").exists()
+
+
+def test_a_manifest_of_an_unknown_version_is_refused(source, tmp_path):
+    """Issue 13, case 13: a manifest of version 99 (or of no version) is refused in one line, not read."""
+    dest = tmp_path / "pushed"
+    sharing.push(source, str(dest))
+    manifest = json.loads((dest / sharing.MANIFEST).read_text())
+    for version, shown in ((99, "99"), ("1", "'1'"), (None, "None"), (0, "0")):
+        (dest / sharing.MANIFEST).write_text(json.dumps(dict(manifest, version=version)))
+        with pytest.raises(GbufError, match=f"manifest version {re.escape(shown)}; this gbuf reads version 1"):
+            sharing.pull(str(dest), tmp_path / "out.zarr")
+    (dest / sharing.MANIFEST).write_text(json.dumps(dict(manifest, version=99)))
+    assert "manifest version 99" in _one_line_cli_error(["dataset", "pull", dest, tmp_path / "out.zarr"])
+    assert not (tmp_path / "out.zarr").exists()
+    # The push to it refuses too (it reads the old manifest to know what is there).
+    with pytest.raises(GbufError, match="manifest version 99"):
+        sharing.push(source, str(dest))
+
+
+def test_pull_into_a_folder_it_cannot_write_is_one_line(source, tmp_path, monkeypatch):
+    """Issue 13, case 12: a read-only output folder gave a traceback in pull."""
+    import errno
+    import os
+
+    pushed = tmp_path / "pushed"
+    sharing.push(source, str(pushed))
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(os, "mkdir", read_only)  # (the tests may run as root, who ignores chmod)
+    with pytest.raises(GbufError, match=r"ro/d.zarr: cannot write the pulled copy here \(PermissionError"):
+        sharing.pull(str(pushed), tmp_path / "ro" / "d.zarr")
+
+
+def test_a_corrupted_metadata_file_is_refused_at_once(source, tmp_path):
+    """A damaged zarr.json at the source is named as soon as it arrives (the message of a damaged chunk
+    waits for the metadata to be in; one of a damaged metadata file waited for itself, 60 s)."""
+    import time
+
+    site = tmp_path / "site" / "data.zarr"
+    sharing.push(source, str(site))
+    rel = "synthetic_000/hr/zarr.json"
+    good = (site / rel).read_bytes()
+    (site / rel).write_bytes(good[:-2] + bytes([good[-2] ^ 1]) + good[-1:])
+    started = time.monotonic()
+    with pytest.raises(GbufError, match=f"{re.escape(rel)}: arrived corrupted"):
+        sharing.pull(str(site), tmp_path / "pulled.zarr", jobs=1)
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "pulled.zarr" / rel).exists()

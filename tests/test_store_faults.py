@@ -208,6 +208,22 @@ def test_a_missing_shard_is_an_error_in_every_reader(tmp_path):
     assert any("frames 2-3: color shard" in str(p) and "missing" in str(p) for p in report.problems)
 
 
+def test_a_truncated_shard_stops_eval_and_train_with_one_line(tmp_path):
+    from gbuf.train import trainer
+    from tests.train_helpers import tiny_config
+
+    path = make_synthetic_store(tmp_path / "t.zarr", sequences=1, frames=6, height=64, width=96, frames_per_shard=2)
+    shard = path / "synthetic_000" / "lr" / "color" / "c" / "1" / "0" / "0" / "0"   # frames 2-3 of the LR image
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    proc = run_gbuf("eval", "bicubic", "--data", path, "--vmaf", "off", env={"GBUF_THREADS": "1"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("gbuf: error: ") and "frame 2: color bytes fail their checksum" in last
+    config = tiny_config(path, tmp_path / "run", frames=6, patch=32, batch=1, iters=3)
+    with pytest.raises(GbufError, match="frame [23]: color"):
+        trainer.train(config)
+
+
 def test_an_all_zero_shard_that_the_codec_never_wrote_still_reads_as_zeros(tmp_path):
     path = tmp_path / "z.zarr"
     w = gd.SequenceWriter(path, "s", 4, {"hr": (8, 8, ["image"])}, frames_per_shard=2)

@@ -34,7 +34,7 @@ def main() -> None:
 
 def _register() -> None:
     # Explicit imports: the command list is plain to read, nothing is discovered by scanning.
-    from gbuf.cli import dataset, degrade, models, render, scene, train
+    from gbuf.cli import dataset, degrade, experiment, models, render, scene, train
 
     main.add_command(render.render)
     main.add_command(scene.scene)
@@ -45,6 +45,7 @@ def _register() -> None:
     main.add_command(models.bench)
     main.add_command(models.export)
     main.add_command(dataset.dataset)
+    main.add_command(experiment.experiment)
 
 
 _register()

@@ -15,6 +15,8 @@ import logging
 import os
 import threading
 
+from gbuf.progress import SAMPLES_SUFFIX
+
 
 @functools.cache
 def console():
@@ -47,33 +49,49 @@ def _Rate(unit: str):
     class Rate(ProgressColumn):
         def render(self, task) -> Text:
             speed = task.finished_speed or task.speed
-            return Text("--" if speed is None else f"{speed:.2f} {unit}/s")
+            return Text("--" if speed is None else f"{speed:.2f} {task.fields.get('unit', unit)}/s")
 
     return Rate()
+
+
+def _Count(unit: str):
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class Count(ProgressColumn):
+        """``done/total unit`` in one cell: each bar its own unit (frames, samples), kept together."""
+
+        def render(self, task) -> Text:
+            total = "?" if task.total is None else f"{task.total:.0f}"
+            return Text(f"{task.completed:.0f}/{total} {task.fields.get('unit', unit)}")
+
+    return Count()
 
 
 @contextlib.contextmanager
 def progress_bar(enabled: bool = True, *, unit: str = "items"):
     """Yield a ``progress(label, done, total)`` callback drawing one bar per label (None if disabled).
 
-    ``unit``: ``"bytes"`` (sizes and speeds) or anything else (counts, rate and ETA). The bar
+    ``unit``: ``"bytes"`` (sizes and speeds) or anything else (counts, rate and ETA); a label
+    ending in ``gbuf.progress.SAMPLES_SUFFIX`` counts samples. The bar
     starts at the first call and stops once every label is complete, so a later bar (a push
     after a render) can take over the terminal.
     """
     if not enabled:
         yield None
         return
-    from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeRemainingColumn, TransferSpeedColumn)
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                               TransferSpeedColumn)
 
     if unit == "bytes":
         columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                    TimeRemainingColumn())
     else:
-        columns = (TextColumn("[bold]{task.description}"), MofNCompleteColumn(), TextColumn(unit), BarColumn(),
-                   _Rate(unit), TextColumn("ETA"), TimeRemainingColumn())
+        columns = (TextColumn("[bold]{task.description}"), _Count(unit), BarColumn(), _Rate(unit), TextColumn("ETA"),
+                   TimeRemainingColumn())
     bar = Progress(*columns, console=console(), transient=False)
     tasks: dict[str, int] = {}
+    last: dict[str, int] = {}
     running = False
     lock = threading.Lock()
 
@@ -81,9 +99,14 @@ def progress_bar(enabled: bool = True, *, unit: str = "items"):
         nonlocal running
         with lock:
             if label not in tasks:
-                tasks[label] = bar.add_task(label, total=total, completed=done)
+                # The samples of the frame rendering share the frames' bar (rich draws one at a time).
+                shown = "samples" if label.endswith(SAMPLES_SUFFIX) else unit
+                tasks[label] = bar.add_task(label, total=total, completed=done, unit=shown)
+            elif done < last[label]:
+                bar.reset(tasks[label], total=total, completed=done)  # samples of the next render: rate anew
             else:
                 bar.update(tasks[label], completed=done, total=total)
+            last[label] = done
             if not running and done < total:
                 bar.start()
                 running = True

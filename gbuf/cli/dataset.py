@@ -1,4 +1,4 @@
-"""``gbuf dataset ...``: inspect, verify, import, export, preview (and share: cli/share.py)."""
+"""``gbuf dataset ...``: build from a spec, inspect, verify, import, export, preview (and share: cli/share.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from gbuf.errors import GbufError
 
 @click.group()
 def dataset() -> None:
-    """Inspect, verify, convert, preview and share gbuf datasets."""
+    """Build, inspect, verify, convert, preview and share gbuf datasets."""
 
 
 @dataset.command()
@@ -77,10 +77,25 @@ def export(ds: str, h5_path: str | None, folder_path: str | None, overwrite: boo
 @click.option("--sequence", help="Sequence name (default: the first).")
 @click.option("--frame", type=int, default=0, show_default=True, help="Frame of the sheet.")
 @click.option("--resolution", default="hr", show_default=True, help="hr, lr or a degraded group.")
-@click.option("-o", "--output", help="Contact sheet PNG.")
+@click.option("-o", "--output", help="Contact sheet PNG (with --camera-path: the path picture).")
 @click.option("--video", help="MP4 of the sheet over the whole sequence.")
-def preview(ds, sequence, frame, resolution, output, video) -> None:
-    """A contact sheet of every buffer of one frame (PNG), or of every frame (--video MP4)."""
+@click.option("--camera-path", is_flag=True,
+              help="Instead of a sheet: the sequence's camera path drawn on a top view of its scene (renders "
+                   "the top view with Blender).")
+@click.option("--width", type=int, default=960, show_default=True, help="With --camera-path: picture width.")
+@click.option("--allow-scripts", is_flag=True, help="With --camera-path: let Python embedded in the .blend run.")
+def preview(ds, sequence, frame, resolution, output, video, camera_path, width, allow_scripts) -> None:
+    """A contact sheet of every buffer of one frame (PNG), of every frame (--video MP4), or the
+    camera path on a top view of the scene (--camera-path -o PATH.png)."""
+    if camera_path:
+        if not output or video:
+            raise GbufError(f"{ds}: --camera-path writes one picture: give -o PATH.png (and no --video)")
+        from gbuf.render.path_preview import write_camera_path
+
+        result = write_camera_path(ds, output, sequence=sequence, width=width, allow_scripts=allow_scripts)
+        click.echo(f"wrote {result.path} ({result.width}x{result.height}, {len(result.centres)} frames of "
+                   f"{result.sequence})")
+        return
     if not output and not video:
         raise GbufError(f"{ds}: give -o SHEET.png and/or --video OUT.mp4")
     from gbuf.datasets import preview as pv
@@ -89,6 +104,27 @@ def preview(ds, sequence, frame, resolution, output, video) -> None:
         click.echo(f"wrote {pv.write_sheet(ds, output, sequence=sequence, frame=frame, resolution=resolution)}")
     if video:
         click.echo(f"wrote {pv.write_video(ds, video, sequence=sequence, resolution=resolution)}")
+
+
+@dataset.command()
+@click.argument("spec", metavar="SPEC.toml", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, metavar="DS", help="The local gbuf store to build (created or resumed).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+              help="Render on Ray, as `gbuf render --ray` (no ADDRESS: a local Ray; put --ray last or write "
+                   "--ray=ADDRESS).")
+@click.option("--quiet", is_flag=True, help="No progress bar (for logs).")
+def build(spec: str, output: str, ray_address: str | None, quiet: bool) -> None:
+    """Render the whole dataset SPEC.toml describes into DS and record its train/val/test split
+    (docs/datasets.md); a rerun resumes it and renders nothing once it is complete."""
+    from gbuf.cli._output import progress_bar
+    from gbuf.render.dataset_build import build_dataset
+
+    with progress_bar(not quiet, unit="frames") as frames:
+        result = build_dataset(spec, output, ray_address=ray_address, frame_progress=frames)
+    splits = ", ".join(f"{n} {split}" for split, n in result.per_split().items())
+    click.echo(f"{result.output}: {result.sequences} sequences ({splits}): {len(result.rendered)} rendered "
+               f"({result.frames_rendered} frames), {len(result.complete)} already complete, "
+               f"{result.seconds:.1f} s; split recorded (spec {result.spec_sha256[:12]})")
 
 
 def _register_sharing() -> None:

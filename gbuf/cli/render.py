@@ -7,6 +7,7 @@ import re
 import click
 
 from gbuf.errors import GbufError
+from gbuf.render.scenefiles import CAMERA_MODES
 
 _DEVICES = ("cpu", "cuda", "optix", "hip", "metal")
 
@@ -48,10 +49,19 @@ def _frames(text: str | None) -> tuple[int, int] | None:
                    "diffuse_color, glossy_color, emission, alpha).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Cycles seed (and the default recipe's).")
 @click.option("--sequence", metavar="NAME", help="Sequence name in the store (default: the scene file's stem).")
-@click.option("--camera", type=click.Choice(["auto", "keep", "orbit"]), default="auto", show_default=True,
-              help="keep: the scene's own (animated) camera; orbit: a camera circling the scene's bounds "
-                   "(a function of the file's sha256 and --seed); auto: keep, or orbit for an imported file "
-                   "without a camera.")
+@click.option("--camera", type=click.Choice(CAMERA_MODES), default="auto", show_default=True,
+              help="keep: the scene's own (animated) camera; flythrough: a smooth game-camera path through "
+                   "the scene's free space, kept clear of surfaces by ray casts; walk: first person at eye "
+                   "height above the ground, at walking speed, stopping short of walls; orbit: circling the "
+                   "scene's bounds; auto: keep where the scene's camera is animated (or a .blend has one), "
+                   "else flythrough. Generated paths are a function of the file's sha256, --seed and the "
+                   "clip index, and their keyframes are stored (docs/rendering.md, Camera modes).")
+@click.option("--clips", default=1, show_default=True, type=int, metavar="N",
+              help="Clips per scene: N > 1 renders sequences NAME-clip0 .. NAME-clip<N-1>, each its own "
+                   "camera path (flythrough, walk or orbit).")
+@click.option("--clip", "first_clip", default=0, show_default=True, type=int, metavar="K",
+              help="Index of the (first) clip whose camera path is drawn: with --clips N, clips K .. K+N-1 "
+                   "(one block task renders one clip of a bigger set this way).")
 @click.option("--overwrite", is_flag=True, help="Replace the sequence instead of resuming it.")
 @click.option("--allow-scripts", is_flag=True, help="Let Python embedded in the .blend run (untrusted by default).")
 @click.option("--quiet", is_flag=True, help="No progress bar (for logs).")
@@ -72,8 +82,8 @@ def _frames(text: str | None) -> tuple[int, int] | None:
               help="With -o URL: keep the working store after the push (the resume point), or read back "
                    "and check what the push sent, then delete the working store.")
 def render(scenes, output, resolution, scale, frames, samples, denoise, lr_mode, device, passes, seed, sequence,
-           camera, overwrite, allow_scripts, quiet, frames_per_shard, plan, block, blocks_of, ray_address, retries,
-           work_dir, keep_work) -> None:
+           camera, clips, first_clip, overwrite, allow_scripts, quiet, frames_per_shard, plan, block, blocks_of, ray_address,
+           retries, work_dir, keep_work) -> None:
     """Render SCENE files (.blend, .gltf/.glb, .fbx, .obj, .usd/.usda/.usdc/.usdz; default: the built-in
     default recipe) into HR/LR G-buffer sequences."""
     from gbuf.cli._output import progress_bar
@@ -86,8 +96,9 @@ def render(scenes, output, resolution, scale, frames, samples, denoise, lr_mode,
             raise GbufError("render: --ray plans and runs every block itself; leave out --block/--plan")
         if overwrite:
             raise GbufError("render: --overwrite is not supported with --ray; remove the sequence first")
-        if camera != "auto":
-            raise GbufError("render: --camera is not supported with --ray yet (its tasks use --camera auto)")
+        if camera != "auto" or clips != 1 or first_clip != 0:
+            raise GbufError("render: --camera, --clips and --clip are not supported with --ray yet "
+                            "(its tasks use --camera auto, one clip; `gbuf dataset build --ray` takes them)")
         from gbuf.render.blocks import render_on_ray
 
         with progress_bar(not quiet, unit="bytes") as progress:
@@ -112,7 +123,7 @@ def render(scenes, output, resolution, scale, frames, samples, denoise, lr_mode,
                             scale_out=ScaleOut(frames_per_shard=frames_per_shard, plan=plan, block=block,
                                                blocks_of=blocks_of),
                             work_dir=work_dir, keep_work=keep_work, progress=progress,
-                            frame_progress=frame_progress, camera=camera)
+                            frame_progress=frame_progress, camera=camera, clip=first_clip, clips=clips)
     for result in [] if plan else run.results:
         _echo_result(result, quiet)
     for p in run.plans:

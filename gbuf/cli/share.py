@@ -56,21 +56,29 @@ def push(ds: str, url: str, jobs: int, force: bool, readback: bool, license_: st
 @click.argument("ds", type=click.Path(file_okay=False))
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Parallel transfers (a copy between local folders uses at most one per CPU).")
-@click.option("--force", is_flag=True, help="Write over a local folder that holds another dataset.")
+@click.option("--force", is_flag=True,
+              help="Write over a local folder that holds another dataset, and overwrite files changed "
+                   "locally since pull wrote them (without it such a pull is refused, naming the file).")
 @click.option("--frame-check/--no-frame-check", default=False, show_default=True,
               help="Also decode every frame and check its CRC-32 (as gbuf dataset verify), which catches "
                    "a source whose manifest matches corrupt data; every object's SHA-256 is checked "
                    "either way.")
 def pull(url: str, ds: str, jobs: int, force: bool, frame_check: bool) -> None:
-    """Fetch the pushed store at URL into the local folder DS (every object's SHA-256 checked on arrival)."""
+    """Fetch the pushed store at URL into the local folder DS (every object's SHA-256 checked on arrival).
+
+    Pull manages only the files pulls wrote (recorded in DS/.gbuf/): local work in DS, such
+    as a sequence rendered or a group degraded there, is never deleted or overwritten.
+    """
     from gbuf.datasets.sharing import pull as pull_store
     from gbuf.datasets.summary import human_bytes
 
     with transfer_bar() as progress:
         r = pull_store(url, ds, jobs=jobs, force=force, progress=progress, frame_check=frame_check)
     checked = f"; {r.frames_verified} frame(s) verified" if frame_check else ""
+    removed = f"; {r.removed_files} no longer in the dataset removed" if r.removed_files else ""
+    kept = f"; {r.kept_files} no longer in the dataset but changed locally kept" if r.kept_files else ""
     click.echo(f"pulled {url} -> {ds}: {r.received_files} file(s), {human_bytes(r.received_bytes)} "
-               f"received (sha256 checked), {r.skipped_files} already there{checked}")
+               f"received (sha256 checked), {r.skipped_files} already there{removed}{kept}{checked}")
 
 
 @click.command("card")

@@ -23,6 +23,10 @@ def _device(value: str | None) -> str | None:
 @click.argument("model")
 @click.option("--data", "data", metavar="DS", help="gbuf store to train on (data.path).")
 @click.option("--data-lr", "lr_group", metavar="GROUP", help="LR group: lr (native) or a degraded one, e.g. lr_bicubic_x4.")
+@click.option("--split", "train_split", type=click.Choice(["train", "val", "test"]),
+              help="With a store that records a split (gbuf dataset build): the split to train on (default train).")
+@click.option("--val-split", type=click.Choice(["train", "val", "test"]),
+              help="With a store that records a split: the split to validate on (default val).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML or YAML file with any options.")
 @click.option("--out", metavar="DIR", help="Run directory (checkpoints, config, logs); default runs/MODEL.")
 @click.option("--iters", type=int, help="Training iterations (schedule.iters; default 300000).")
@@ -44,14 +48,16 @@ def _device(value: str | None) -> str | None:
 @click.option("--init-weights", type=click.Choice(["ema", "params"]),
               help="Which weights of --init: ema (params_ema when present, else params; default) or params.")
 @threads_option
-def train(model, data, lr_group, config_file, out, iters, batch_size, frames, patch, learning_rate, device, amp,
-          workers, seed, val_every, ckpt_every, log_every, extra, resume, init, init_weights, threads) -> None:
+def train(model, data, lr_group, train_split, val_split, config_file, out, iters, batch_size, frames, patch,
+          learning_rate, device, amp, workers, seed, val_every, ckpt_every, log_every, extra, resume, init,
+          init_weights, threads) -> None:
     """Train MODEL on a gbuf dataset with the RDG recipe (single process or torchrun)."""
     from gbuf.config_files import parse_set
     from gbuf.train import trainer
 
     flags = {
-        "model": model, "data.path": data, "data.lr_group": lr_group, "schedule.iters": iters,
+        "model": model, "data.path": data, "data.lr_group": lr_group, "data.train_split": train_split,
+        "data.val_split": val_split, "schedule.iters": iters,
         "data.batch_size": batch_size, "data.frames": frames, "data.patch": patch, "optim.lr": learning_rate,
         "run.device": _device(device), "run.amp": amp, "data.workers": workers, "run.seed": seed,
         "run.val_every": val_every, "run.ckpt_every": ckpt_every, "run.log_every": log_every,
@@ -113,7 +119,11 @@ def _sequences(values) -> list[str] | None:
               help="Checkpoint of each MODEL other than bicubic, in order.")
 @click.option("--data", required=True, metavar="DS", help="gbuf store with HR and LR groups.")
 @click.option("--data-lr", "lr_group", default="lr", show_default=True, metavar="GROUP", help="LR group to upscale.")
-@click.option("--sequences", multiple=True, help="Sequences to evaluate (repeat or comma-separate; default all).")
+@click.option("--sequences", multiple=True,
+              help="Sequences to evaluate (repeat or comma-separate; default: the test split of a store that "
+                   "records a split, else all).")
+@click.option("--split", type=click.Choice(["train", "val", "test"]),
+              help="With a store that records a split: evaluate this split (default test).")
 @click.option("--table", type=click.Path(dir_okay=False), help="Write the table to OUT.md or OUT.csv.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write PSNR curves and temporal profiles to OUT.png.")
 @click.option("--segment-frames", default=100, show_default=True, help="Frames per segment (recurrent state reset).")
@@ -128,14 +138,14 @@ def _sequences(values) -> list[str] | None:
 @click.option("--device", type=DEVICES, default="auto", show_default=True)
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="off", show_default=True)
 @threads_option
-def eval_(models, checkpoints, data, lr_group, sequences, table, plot, segment_frames, y_channel, crop_border,
+def eval_(models, checkpoints, data, lr_group, sequences, split, table, plot, segment_frames, y_channel, crop_border,
           vmaf, lpips_weights, weights, profile_row, device, amp, threads) -> None:
     """Evaluate MODEL(s) on a gbuf dataset: PSNR, SSIM, VMAF, LPIPS, E_warp."""
     from gbuf.train import evaluate
 
     pairs = evaluate.parse_models(models, checkpoints)
     report = evaluate.evaluate(
-        pairs, data, sequences=_sequences(sequences), lr_group=lr_group, segment_frames=segment_frames,
+        pairs, data, sequences=_sequences(sequences), split=split, lr_group=lr_group, segment_frames=segment_frames,
         device=_device(device), amp=amp, y_channel=y_channel, crop=crop_border, vmaf=vmaf,
         lpips_weights=lpips_weights, weights=weights, profile_row=profile_row, table=table, plot=plot,
         threads=threads, progress=lambda text: click.echo(text, err=True))

@@ -98,6 +98,13 @@ CAMERA_FIELDS = {"K": (3, 3), "world_to_camera": (4, 4), "near": (), "far": (), 
 #: The boolean fields of CAMERA_FIELDS.
 CAMERA_FLAGS = ("cut", "orthographic")
 
+#: The dataset split of a store built from a spec (``gbuf dataset build``): root
+#: ``attrs["gbuf"][SPLITS_KEY]`` maps each split to its sequence names, no sequence in two;
+#: ``attrs["gbuf"][SPEC_KEY]`` records the spec it came from (docs/format.md, "Splits").
+SPLITS = ("train", "val", "test")
+SPLITS_KEY = "splits"
+SPEC_KEY = "dataset_spec"
+
 #: In a flat batch dict (what loaders yield and models take), HR buffers carry this prefix:
 #: ``{"image": LR image, "depth": LR depth, ..., "hr_image": HR target, "hr_normal": ...}``.
 HR_PREFIX = "hr_"
@@ -285,7 +292,44 @@ def check_sequence_attrs(attrs, where: str) -> dict:
     if not isinstance(attrs, dict):
         raise _bad(where, "", f"must be an object, not {_kind(attrs)}")
     _positive_int(attrs, "num_frames", where)
+    if attrs.get(CONTENT_CHECKS_KEY) is not None:
+        check_content_checks(attrs[CONTENT_CHECKS_KEY], attrs["num_frames"], where)
     return attrs
+
+
+#: The renderer's content checks of a sequence (gbuf.render.content_checks; docs/format.md,
+#: "Content checks"): ``attrs["gbuf"][CONTENT_CHECKS_KEY]`` in the sequence group.
+CONTENT_CHECKS_KEY = "content_checks"
+
+
+def check_content_checks(value, frames: int, where: str) -> dict:
+    """``{checked_frames, thresholds, frames: {check: [t...]}, no_motion, measures: {name: [v per frame]},
+    warnings: [str]}``."""
+    key = CONTENT_CHECKS_KEY
+    if not isinstance(value, dict):
+        raise _bad(where, key, f"must be an object, not {_kind(value)}")
+    if value.get("checked_frames") != frames:
+        raise _bad(where, f"{key}.checked_frames", f"must be the sequence's {frames} frames, "
+                   f"not {value.get('checked_frames')!r}")
+    warnings = value.get("warnings")
+    if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+        raise _bad(where, f"{key}.warnings", "must be a list of strings")
+    flagged = value.get("frames")
+    if not isinstance(flagged, dict):
+        raise _bad(where, f"{key}.frames", f"must be an object, not {_kind(flagged)}")
+    for name, ts in flagged.items():
+        if not isinstance(ts, list) or not all(_is_int(t) and 0 <= t < frames for t in ts):
+            raise _bad(where, f"{key}.frames.{name}", f"must be a list of frame indices 0..{frames - 1}")
+    if value.get("no_motion") not in (None, True, False):
+        raise _bad(where, f"{key}.no_motion", f"must be true, false or null, not {value.get('no_motion')!r}")
+    measures = value.get("measures", {})
+    if not isinstance(measures, dict):
+        raise _bad(where, f"{key}.measures", f"must be an object, not {_kind(measures)}")
+    for name, values in measures.items():
+        if not isinstance(values, list) or len(values) != frames \
+                or not all(v is None or _is_number(v) for v in values):
+            raise _bad(where, f"{key}.measures.{name}", f"must list one number (or null) per frame ({frames})")
+    return value
 
 
 def pack_channels(buffers: dict) -> dict[str, int]:
@@ -443,3 +487,48 @@ def check_node_document(doc, where: str) -> dict:
     if not isinstance(doc.get("attributes", {}), dict):
         raise GbufError(f"{where}: attributes must be an object, not {_kind(doc.get('attributes'))}")
     return doc
+
+
+def check_splits(value, where: str, sequences=None) -> dict[str, list[str]]:
+    """The root's ``splits`` attrs (``SPLITS_KEY``): ``{split: [sequence names]}``, every split of
+    ``SPLITS`` present (empty lists allowed), no name twice. ``sequences``: the store's sequence
+    names, which every listed name must be one of (None: not checked). ``{}`` for ``None``
+    (a store without splits)."""
+    field = SPLITS_KEY
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _bad(where, field, f"must be an object, not {_kind(value)}")
+    unknown = sorted(set(value) - set(SPLITS))
+    if unknown:
+        raise _bad(where, f"{field}.{unknown[0]}", f"is not a split (splits: {', '.join(SPLITS)})")
+    seen: dict[str, str] = {}
+    out: dict[str, list[str]] = {}
+    for split in SPLITS:
+        names = value.get(split)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise _bad(where, f"{field}.{split}", f"must be a list of sequence names, not {_kind(names)}")
+        for name in names:
+            if name in seen:
+                raise _bad(where, f"{field}.{split}", f"lists {name!r}, which is already in {seen[name]} "
+                                                      f"(a sequence belongs to one split)")
+            seen[name] = split
+            if sequences is not None and name not in sequences:
+                raise _bad(where, f"{field}.{split}", f"lists {name!r}, which is not a sequence of the store")
+        out[split] = list(names)
+    return out
+
+
+def check_spec_record(value, where: str) -> dict | None:
+    """The root's ``dataset_spec`` attrs (``SPEC_KEY``), if any: ``sha256`` (hex string) and
+    ``sequences`` (an object: name -> what made it); None when absent."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _bad(where, SPEC_KEY, f"must be an object, not {_kind(value)}")
+    digest = value.get("sha256")
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise _bad(where, f"{SPEC_KEY}.sha256", f"must be a hex SHA-256, not {digest!r}")
+    if not isinstance(value.get("sequences"), dict):
+        raise _bad(where, f"{SPEC_KEY}.sequences", f"must be an object, not {_kind(value.get('sequences'))}")
+    return value

@@ -17,7 +17,18 @@ in [0, 1] (a linear store is clipped and sRGB-encoded), normal ``(n + 1) / 2``, 
 and depth min-max normalised per whole frame (using the per-frame ranges kept in
 the store's attrs, so a crop is normalised exactly as the whole frame would be),
 motion in pixels with y down (the store's convention already). Depth background
-(+inf) maps to 1, the far end.
+(+inf) maps to 1, the far end, and the surfaces keep the whole [0, 1] range. This is the
+default (``gbuf train``'s ``data.normalize``, and what a checkpoint without a saved config is
+evaluated with): it equals the official loader on every frame without background, and where
+sky is visible it keeps the depth of the surfaces instead of crushing it to about 0.
+
+Normalisation ``"rdg-official"`` is the official loader's formula to the letter: it reads
+the raw Depth EXR, where Blender writes the background as 1e10, and min-max normalises over
+the whole file, so in a frame where any background is visible the range is [nearest surface,
+1e10]: the background becomes 1 and every surface about 0 (a surface 100 m away: 1e-8).
+Frames without background come out as with ``"rdg"``; image, normal, BRDF and motion are
+``"rdg"``'s. Whether a whole frame holds background is read once per frame and kept (a crop
+alone cannot tell).
 """
 
 from __future__ import annotations
@@ -31,26 +42,52 @@ from gbuf.datasets import store as _store
 from gbuf.datasets.colour import srgb_encode
 from gbuf.errors import GbufError
 
-NORMALISATIONS = (None, "rdg")
+NORMALISATIONS = (None, "rdg", "rdg-official")
+#: The normalisations that feed RDG's domain: display-referred images, G-buffers in [0, 1].
+RDG_NORMALISATIONS = ("rdg", "rdg-official")
+#: Blender's depth where no surface is seen, as the official loader reads it from the EXR.
+BLENDER_BACKGROUND_DEPTH = 1e10
+_MIN_MAX = ("depth", "brdf", "emission", "diffuse_color", "glossy_color")
 
 
-def normalise_rdg(buffer: str, data: np.ndarray, ranges, image_encoding: str) -> np.ndarray:
-    """Apply the official RDG normalisation to ``data`` (T, H, W, C) of one buffer."""
+def normalise_rdg(buffer: str, data: np.ndarray, ranges, image_encoding: str, background=None) -> np.ndarray:
+    """Apply the RDG normalisation to ``data`` (T, H, W, C) of one buffer.
+
+    ``ranges``: each whole frame's finite ``[min, max]`` (None: taken from ``data``).
+    ``background`` (depth only): one bool per frame, True where the whole frame holds
+    background; given, those frames are normalised as ``"rdg-official"`` (range up to 1e10).
+    """
     data = data.astype(np.float32, copy=False)
     if buffer == "image":
         return data if image_encoding == "srgb" else srgb_encode(data)
     if buffer == "normal":
         return (data + 1.0) * 0.5
-    if buffer in ("depth", "brdf", "emission", "diffuse_color", "glossy_color"):
+    if buffer in _MIN_MAX:
         out = np.empty_like(data)
         for i, frame in enumerate(data):
-            lo, hi = ranges[i] if ranges is not None and ranges[i] is not None and ranges[i][0] is not None \
-                else _finite_range(frame)
+            known = ranges is not None and ranges[i] is not None and ranges[i][0] is not None
+            lo, hi = ranges[i] if known else _finite_range(frame)
+            if background is not None and buffer == "depth" and background[i]:
+                out[i] = _official_depth(frame, lo if known or np.isfinite(frame).any() else None)
+                continue
             span = hi - lo if hi > lo else 1.0
             norm = (frame - lo) / span
             out[i] = np.where(np.isfinite(frame), norm, 1.0)
         return out
     return data
+
+
+def _official_depth(frame: np.ndarray, nearest: float | None) -> np.ndarray:
+    """The official loader's depth of a frame with background: ``(d - min) / (max - min)`` over
+    the raw values, background as 1e10, in float32 as the EXR is read. ``nearest``: the frame's
+    nearest surface (None: the frame is all background; 0 there, where the official code
+    divides 0 by 0)."""
+    background = np.float32(BLENDER_BACKGROUND_DEPTH)
+    raw = np.where(np.isfinite(frame), frame, background)
+    if nearest is None:
+        return np.zeros_like(raw)
+    lo = np.float32(nearest)
+    return (raw - lo) / (background - lo)
 
 
 def _finite_range(frame: np.ndarray) -> tuple[float, float]:
@@ -68,6 +105,8 @@ class _StoreBacked:
         self.storage_options = storage_options
         self._ds = None
         self._pid = None
+        #: ``rdg-official``: (group, frame) -> whether that whole depth frame sees background.
+        self._background: dict = {}
 
     @property
     def ds(self):
@@ -98,15 +137,32 @@ def _to_tensors(arrays: dict[str, np.ndarray], prefix: str = "") -> dict:
             for k, v in arrays.items()}
 
 
-def _read(res, buffers, t, y, x, normalize):
+def frames_with_background(res, t: slice, cache: dict) -> list[bool]:
+    """For each frame of ``t``: does the whole depth frame of ``res`` see background (+inf)?
+
+    Read once per frame (the whole frame: a crop cannot tell) and kept in ``cache``.
+    """
+    frames = range(*t.indices(res.num_frames))
+    missing = [f for f in frames if (res.where, f) not in cache]
+    if missing:
+        first, last = missing[0], missing[-1] + 1
+        depth = res.read("depth", t=slice(first, last))
+        for f in range(first, last):
+            cache[(res.where, f)] = not bool(np.isfinite(depth[f - first]).all())
+    return [cache[(res.where, f)] for f in frames]
+
+
+def _read(res, buffers, t, y, x, normalize, background_cache: dict | None = None):
     data = res.read_many(buffers, t=t, y=y, x=x)
-    if normalize == "rdg":
-        stats = res.frame_stats() if any(b in ("depth", "brdf", "emission", "diffuse_color", "glossy_color")
-                                         for b in buffers) else {}
+    if normalize in RDG_NORMALISATIONS:
+        stats = res.frame_stats() if any(b in _MIN_MAX for b in buffers) else {}
         enc = res.attrs.get("image_encoding", "linear")
+        background = None
+        if normalize == "rdg-official" and "depth" in buffers:
+            background = frames_with_background(res, t, {} if background_cache is None else background_cache)
         for b in buffers:
             ranges = stats.get(b, [None] * res.planned_frames)[t] if b in stats else None
-            data[b] = normalise_rdg(b, data[b], ranges, enc)
+            data[b] = normalise_rdg(b, data[b], ranges, enc, background)
     return data
 
 
@@ -187,12 +243,13 @@ class CropDataset(_StoreBacked):
         lr = seq[self.lr_group]
         t = slice(t0, t0 + self.frames)
         p = self._lr_patch(lr)
-        out = _to_tensors(_read(lr, self.lr_buffers, t, slice(y0, y0 + p), slice(x0, x0 + p), self.normalize))
+        out = _to_tensors(_read(lr, self.lr_buffers, t, slice(y0, y0 + p), slice(x0, x0 + p), self.normalize,
+                                self._background))
         if self.hr_buffers:
             s = lr.scale
             hr = seq[fmt.HR]
             hr_data = _read(hr, self.hr_buffers, t, slice(y0 * s, (y0 + p) * s), slice(x0 * s, (x0 + p) * s),
-                            self.normalize)
+                            self.normalize, self._background)
             out.update(_to_tensors(hr_data, fmt.HR_PREFIX))
         return out
 
@@ -237,10 +294,11 @@ class SequenceDataset(_StoreBacked):
         name, first, last = self.items[index]
         seq = self.ds[name]
         t = slice(first, last)
-        out = _to_tensors(_read(seq[self.lr_group], self.lr_buffers, t, slice(None), slice(None), self.normalize))
+        out = _to_tensors(_read(seq[self.lr_group], self.lr_buffers, t, slice(None), slice(None), self.normalize,
+                                self._background))
         if self.hr_buffers:
             out.update(_to_tensors(_read(seq[fmt.HR], self.hr_buffers, t, slice(None), slice(None),
-                                         self.normalize), fmt.HR_PREFIX))
+                                         self.normalize, self._background), fmt.HR_PREFIX))
         out["sequence"] = name
         out["first_frame"] = first
         return out

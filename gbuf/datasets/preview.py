@@ -517,19 +517,121 @@ def write_sheet(dataset, out_png, *, sequence: str | None = None, frame: int = 0
     ``hr``, ``lr`` or a degraded group's name.
     """
     out = Path(out_png)
-    partial = _atomic_target(out, (".png",))
+    _atomic_target(out, (".png",))  # a bad path is refused before anything is read
     ds, seq, res = _select(dataset, sequence, resolution)
     t = frame + res.num_frames if frame < 0 else frame
     if not 0 <= t < res.num_frames:
         raise GbufError(f"{res.where}: frame {frame} out of range (0..{res.num_frames - 1})")
     data = res.read_many(res.buffers, t=slice(t, t + 1))
     sheet = render_sheet({k: v[0] for k, v in data.items()}, _title(ds, seq, res, t), unit=_unit(res))
+    return write_png(sheet, out)
+
+
+def write_png(picture, out_png) -> Path:
+    """Save a PIL image or an (H, W, 3) uint8 array as ``out_png``, whole or not at all; returns the path."""
+    from PIL import Image
+
+    out = Path(out_png)
+    partial = _atomic_target(out, (".png",))
+    if isinstance(picture, np.ndarray):
+        picture = Image.fromarray(np.ascontiguousarray(picture, dtype=np.uint8))
     try:
-        sheet.save(partial, format="PNG")
+        picture.save(partial, format="PNG")
         os.replace(partial, out)
     finally:
         partial.unlink(missing_ok=True)
     return out
+
+
+# -- camera paths on a top view (gbuf.render.path_preview renders the view; drawing is here) ---------
+#: Colours of the camera path drawing (sRGB 0-255): the path goes from PATH_START to PATH_END over
+#: time; the start point, the end point and the view-direction ticks.
+PATH_START = (40, 140, 255)
+PATH_MIDDLE = (200, 50, 220)          # a saturated middle: a straight blend of the two passes through grey
+PATH_END = (255, 130, 0)
+START_MARK = (30, 200, 70)
+END_MARK = (230, 30, 40)
+VIEW_TICK = (255, 225, 40)
+OUTLINE = (15, 15, 15)
+
+
+def _stamp(picture: np.ndarray, x: float, y: float, radius: float, colour) -> None:
+    """A filled disc of ``radius`` pixels centred at continuous pixel coordinates (x, y)."""
+    h, w = picture.shape[:2]
+    x0, x1 = max(int(math.floor(x - radius)), 0), min(int(math.ceil(x + radius)) + 1, w)
+    y0, y1 = max(int(math.floor(y - radius)), 0), min(int(math.ceil(y + radius)) + 1, h)
+    if x0 >= x1 or y0 >= y1:
+        return
+    ys, xs = np.mgrid[y0:y1, x0:x1] + 0.5          # pixel centres
+    inside = (xs - x) ** 2 + (ys - y) ** 2 <= radius * radius
+    picture[y0:y1, x0:x1][inside] = colour
+
+
+def _line(picture: np.ndarray, a, b, radius: float, colour_a, colour_b=None) -> None:
+    steps = max(int(math.ceil(math.dist(a, b) / max(radius * 0.5, 0.5))), 1)
+    for k in range(steps + 1):
+        f = k / steps
+        colour = colour_a if colour_b is None else tuple(int(round(ca + (cb - ca) * f))
+                                                         for ca, cb in zip(colour_a, colour_b))
+        _stamp(picture, a[0] + (b[0] - a[0]) * f, a[1] + (b[1] - a[1]) * f, radius, colour)
+
+
+def draw_camera_path(picture: np.ndarray, points: np.ndarray, directions: np.ndarray | None = None, *,
+                     every: int = 8, width: float = 3.0) -> np.ndarray:
+    """Draw a camera path on ``picture`` ((H, W, 3) uint8, changed in place and returned).
+
+    ``points``: (T, 2) continuous pixel coordinates (x right, y down; pixel (y, x) covers
+    [x, x+1) x [y, y+1)) of the camera centres, frame by frame; ``directions``: (T, 2) where
+    each view direction points in the picture (any length; drawn as a tick of fixed length
+    every ``every`` frames). The path runs from blue through violet to orange over time, the
+    start is a green disc, the end a red one.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    radius = width / 2.0
+    tick = max(12.0 * width, 14.0)            # longer than a few frames of path: it shows beside it
+    span = max(len(points) - 1, 1)
+
+    def shade_at(f: float):
+        a, b, f = (PATH_START, PATH_MIDDLE, 2 * f) if f < 0.5 else (PATH_MIDDLE, PATH_END, 2 * f - 1)
+        return tuple(int(round(ca + (cb - ca) * f)) for ca, cb in zip(a, b))
+
+    shade = [shade_at(t / span) for t in range(len(points))]
+    if directions is not None:                # under the path: a camera looking ahead hides no part of it
+        for t in range(0, len(points), max(int(every), 1)):
+            d = np.asarray(directions[t], dtype=np.float64)
+            n = float(np.hypot(*d))
+            if n > 1e-9:
+                tip = points[t] + d / n * tick
+                _line(picture, points[t], tip, radius * 0.6 + 1.0, OUTLINE)
+                _line(picture, points[t], tip, radius * 0.6, VIEW_TICK)
+    for t in range(len(points) - 1):          # a dark outline first: the path reads on any background
+        _line(picture, points[t], points[t + 1], radius + 1.0, OUTLINE)
+    for t in range(len(points) - 1):
+        _line(picture, points[t], points[t + 1], radius, shade[t], shade[t + 1])
+    if len(points):
+        for (x, y), colour, size in ((points[-1], END_MARK, 2.2), (points[0], START_MARK, 2.8)):
+            _stamp(picture, x, y, radius * size + 1.5, OUTLINE)
+            _stamp(picture, x, y, radius * size, colour)
+    return picture
+
+
+def caption(picture: np.ndarray, lines: list[str]) -> np.ndarray:
+    """``picture`` with a dark strip below it holding ``lines`` (cut to fit): a new, taller array.
+
+    Below, not on top: a caption never hides what is drawn, and the picture's pixel
+    coordinates stay those of the view.
+    """
+    from PIL import Image, ImageDraw
+
+    width = picture.shape[1]
+    font = _font(max(9, min(FONT_SIZE, width // 40)))
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line_height = max(probe.textbbox((0, 0), "Ag", font=font)[3], 1) + 3
+    strip = Image.new("RGB", (width, line_height * len(lines) + 6), BACKGROUND)
+    draw = ImageDraw.Draw(strip)
+    for k, line in enumerate(lines):
+        draw.text((5, 3 + k * line_height), _fit(draw, line, font, width - 10), font=font, fill=TEXT)
+    return np.concatenate([np.asarray(picture, dtype=np.uint8), np.asarray(strip)], axis=0)
 
 
 def sequence_scales(res) -> Scales:

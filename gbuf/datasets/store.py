@@ -200,6 +200,30 @@ class Dataset:
         return self._local
 
     @property
+    def splits(self) -> dict[str, list[str]]:
+        """``{"train": [names], "val": [...], "test": [...]}`` of a store built from a spec
+        (``gbuf dataset build``); ``{}`` for a store without a split (docs/format.md, "Splits")."""
+        return fmt.check_splits(self.attrs.get(fmt.SPLITS_KEY), f"{self.path}/zarr.json", self.sequences)
+
+    @property
+    def spec_record(self) -> dict | None:
+        """What the spec the store was built from recorded (``sha256``, ``sequences``...); None if none."""
+        return fmt.check_spec_record(self.attrs.get(fmt.SPEC_KEY), f"{self.path}/zarr.json")
+
+    def write_splits(self, splits: dict[str, list[str]], spec_record: dict) -> None:
+        """Record the split and the spec's record in the root attrs (``mode="r+"``); both are
+        validated first (every name a sequence of the store, none in two splits)."""
+        if self.mode != "r+":
+            raise GbufError(f"{self.path}: opened read-only; open it with mode='r+' to record a split")
+        where = f"{self.path}/zarr.json"
+        checked = fmt.check_splits(splits, where, self.sequences)
+        record = fmt.check_spec_record(spec_record, where)
+        attrs = dict(_gbuf_attrs(self._root))
+        attrs[fmt.SPLITS_KEY] = checked
+        attrs[fmt.SPEC_KEY] = record
+        self._root.attrs[fmt.ATTRS_KEY] = attrs
+
+    @property
     def sequences(self) -> list[str]:
         if self._names is None:
             self._names = _quiet_members(self._root, "group", self.path, self._local)

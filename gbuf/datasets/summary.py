@@ -64,6 +64,14 @@ def human_bytes(n: int | None) -> str:
     return str(n)
 
 
+def content_warnings(sequence_attrs: dict) -> list[str]:
+    """The warnings of the renderer's content checks of a sequence (docs/format.md), [] if none or unchecked."""
+    from gbuf.datasets.format import CONTENT_CHECKS_KEY
+
+    checks = sequence_attrs.get(CONTENT_CHECKS_KEY) or {}
+    return list(checks.get("warnings") or [])
+
+
 def format_info(summary: dict) -> str:
     attrs = summary["attrs"]
     lines = [f"{summary['path']}: gbuf format {attrs.get('version')}, "
@@ -76,6 +84,7 @@ def format_info(summary: dict) -> str:
         shown = {**sa, "scene": scene}
         extra = ", ".join(f"{k} {shown[k]}" for k in ("fps", "renderer", "scene") if shown.get(k) is not None)
         lines.append(f"  {name}: {sa.get('num_frames')} frames" + (f" ({extra})" if extra else ""))
+        lines.extend(f"    warning: {w}" for w in content_warnings(sa))
         for rname, r in seq["resolutions"].items():
             state = "" if r["complete"] else f" [{r['frames']}/{r['planned_frames']} frames complete]"
             lines.append(f"    {rname}: {r['width']}x{r['height']} (x{r['scale']}), {r['kind']}, "

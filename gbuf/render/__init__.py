@@ -4,7 +4,8 @@
 this package loads no bpy; the modules that need it import it when called:
 
 * ``blend``: checking and safely opening a .blend (embedded scripts off by default)
-* ``scenefiles``: glTF/FBX/OBJ/USD through Blender's importers; default lights; the orbit camera
+* ``scenefiles``: glTF/FBX/OBJ/USD through Blender's importers; default lights
+* ``camera_paths``: generated cameras (flythrough, walk, orbit), pure functions of file, seed and clip
 * ``settings``: the options, checked before Blender starts; RDG light-path defaults
 * ``passes``: passes, Cycles settings, device and EXR output of a loaded scene
 * ``animation``: making frame ``start - 1`` exist so frame 0 has backward motion
@@ -15,6 +16,8 @@ this package loads no bpy; the modules that need it import it when called:
 * ``publish``: rendering to a URL: a local working store, pushed when complete
 * ``blocks``: shard-aligned blocks of frames, run as separate processes or Ray tasks
 * ``recipes``: the procedural scene recipes (``gbuf/scenes/``)
+* ``spec``: dataset specs (TOML: scenes, cameras, clips, split), read and checked without bpy
+* ``dataset_build``: ``build_dataset``, a whole spec into one store with its split recorded
 """
 
 from __future__ import annotations

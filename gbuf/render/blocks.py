@@ -279,6 +279,10 @@ def render_on_ray(scenes: Sequence[str | None], output: str, settings: RenderSet
     and verification (``keep_work``, ``storage_options``, ``progress`` as for
     ``publish.publish``). The destination is checked before Ray starts.
     """
+    if str(output).startswith("file://"):
+        from gbuf.datasets.store import local_path
+
+        output = str(local_path(output))  # a local folder: the tasks are given its path
     job = functools.partial(_render_on_ray, scenes, settings=settings, frames=frames, sequence=sequence,
                             frames_per_shard=frames_per_shard, allow_scripts=allow_scripts, address=address,
                             blocks_of=blocks_of, max_retries=max_retries, local_cpus=local_cpus, echo=echo)

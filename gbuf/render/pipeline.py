@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -25,8 +26,9 @@ from typing import TYPE_CHECKING
 
 from gbuf.datasets import format as fmt
 from gbuf.errors import GbufError, error_line
+from gbuf.progress import sample_label
 from gbuf.render import blend as _blend
-from gbuf.render import convert, exr, scenefiles
+from gbuf.render import content_checks, convert, exr, scenefiles
 from gbuf.render.settings import RenderSettings, ScaleOut, jitter_sequence, make_settings
 
 if TYPE_CHECKING:
@@ -63,7 +65,8 @@ class RenderResult:
 def render(scene=None, output=None, *, resolution=(1920, 1080), scale=4, frames=None, samples=None,
            denoise=True, lr_mode="render", device="cpu", passes=None, seed=0, sequence=None,
            overwrite=False, allow_scripts=False, quiet=False, frames_per_shard=None, block=None,
-           blocks_of=None, plan=False, progress: Progress | None = None, camera: str = "auto") -> RenderResult:
+           blocks_of=None, plan=False, progress: Progress | None = None, camera: str = "auto",
+           clip: int = 0) -> RenderResult:
     """Render ``scene`` into the local store ``output``: one scene, one sequence, no URL.
 
     The options are those of ``gbuf.render.render`` (``gbuf.render.job.render``, which documents
@@ -81,6 +84,8 @@ def render(scene=None, output=None, *, resolution=(1920, 1080), scale=4, frames=
         tmp = Path(tmp)
         if camera not in scenefiles.CAMERA_MODES:
             raise GbufError(f"render: camera {camera!r}: expected one of {', '.join(scenefiles.CAMERA_MODES)}")
+        if isinstance(clip, bool) or not isinstance(clip, int) or clip < 0:
+            raise GbufError(f"render: clip {clip!r}: expected a whole number >= 0")
         if scene is not None:
             path = scenefiles.check_scene_file(scene)
             source = {"path": path, "file": str(path.resolve()), "sha256": _blend.file_sha256(path),
@@ -91,6 +96,7 @@ def render(scene=None, output=None, *, resolution=(1920, 1080), scale=4, frames=
             if scene is None:
                 source = _default_scene(tmp, seed, frames)
             source["camera_mode"] = camera
+            source["camera_clip"] = int(clip)
             result = _render_blend(source, str(output), settings, frames, sequence, overwrite,
                                    allow_scripts, progress, tmp,
                                    ScaleOut(frames_per_shard=frames_per_shard, block=block,
@@ -100,21 +106,37 @@ def render(scene=None, output=None, *, resolution=(1920, 1080), scale=4, frames=
 
 
 def _camera_path(scene, source: dict, settings: RenderSettings, start: int, end: int, where: str):
-    """Add the orbit camera when asked (or when the scene has none); its path, else None."""
+    """Add the generated camera ``--camera`` asks for (``camera_paths``); its path, or None for ``keep``."""
+    from gbuf.render import camera_paths
+
     mode = source.get("camera_mode", "auto")
-    # A .blend (or a recipe) is authored for rendering: without a camera it is refused unless
-    # --camera orbit; an imported file often has none and gets one.
-    imported = source["recipe"] is None and not scenefiles.is_blend(source["path"])
-    if mode == "keep" or (mode == "auto" and (scene.camera is not None or not imported)):
-        return None
+    clip = int(source.get("camera_clip", 0))
+    # A .blend (or a recipe) is authored for rendering: under auto its camera is kept (and
+    # without one it is refused, as before); an imported file's camera is kept only when
+    # animated, since a still camera exported with a level is rarely a shot.
+    authored = source["recipe"] is not None or scenefiles.is_blend(source["path"])
     if mode == "auto":
-        _log.warning("%s: scene %r has no active camera; rendering with an orbit camera around its bounds",
-                     where, scene.name)
+        if scene.camera is not None and (authored or camera_paths.camera_is_animated(scene.camera)):
+            mode = "keep"
+        elif scene.camera is None and authored:
+            mode = "keep"
+        else:
+            mode = "flythrough"
+            what = "has no active camera" if scene.camera is None else f"camera {scene.camera.name!r} is not animated"
+            _log.warning("%s: scene %r %s; rendering with a flythrough camera (--camera keep to use it as it is)",
+                         where, scene.name, what)
+    if mode == "keep":
+        if clip:
+            raise GbufError(f"{where}: clip {clip}: the scene's own camera gives one shot; use --camera "
+                            f"flythrough, walk or orbit for more clips")
+        return None
     identity = source["sha256"] or f"recipe:{source['recipe']}:{source.get('recipe_seed')}"
-    centre, radius = scenefiles.scene_bounds(scene, where)
-    fps = float(scene.render.fps) / float(scene.render.fps_base)
-    path = scenefiles.orbit_path(identity, settings.seed, 0, centre, radius, fps)
-    scenefiles.add_orbit_camera(scene, path, start, end)
+    if source["recipe"] is None and "gbuf_recipe" in scene and "gbuf_seed" in scene:
+        # A .blend built from a recipe (`gbuf scene build`, a dataset build) is not byte-identical
+        # when built again; its recipe and seed are what say which scene it is.
+        identity = f"recipe:{scene['gbuf_recipe']}:{int(scene['gbuf_seed'])}"
+    path = camera_paths.make_path(mode, scene, identity, settings.seed, clip, start, end, where)
+    camera_paths.add_path_camera(scene, path)
     return path
 
 
@@ -220,6 +242,10 @@ def _render_blend(source: dict, output: str, settings: RenderSettings, frames, s
         stop = block_range[1]
     first = writer.next_frame
     frame_renderer = _FrameRenderer(scene, camera, view_layer.name, settings, tmp, where)
+    frame_renderer.samples = progress, sample_label(name)  # Cycles' samples of the frame rendering
+    measured: dict[int, content_checks.FrameMeasures] = {}
+    inside: dict[int, float | None] = {}      # rays from the camera: the normal pass cannot tell back faces
+    failed_checks: set[str] = set()
     # Blender releases the GIL while Cycles renders, so frame t is read back, converted and
     # appended on a worker thread while frame t+1 renders. One worker keeps appends in order;
     # frames alternate between two sets of EXR files so the two never share one.
@@ -230,6 +256,11 @@ def _render_blend(source: dict, output: str, settings: RenderSettings, frames, s
 
         def finish(rendered: _RenderedFrame) -> None:
             hr, lr = frame_renderer.convert(rendered)
+            t = writer.next_frame
+            measured[t] = content_checks.measure_frame(hr, inside.get(t))
+            note = content_checks.first_warning(measured[t], t, failed_checks)
+            if note:  # at once, not only at the end: a frame may take minutes
+                _log.warning("%s: %s", name, note)
             writer.append({fmt.HR: hr, fmt.LR: lr})
             if progress is not None:
                 progress(name, writer.next_frame, num_frames)
@@ -240,6 +271,7 @@ def _render_blend(source: dict, output: str, settings: RenderSettings, frames, s
         with _stop_between_frames() as stop_requested:
             for t in range(first, stop):
                 rendered = frame_renderer.render(start + t, None if jitter is None else jitter[t], slot=t % 2)
+                inside[t] = content_checks.inside_fraction(scene, camera)  # the scene is at frame t now
                 if pending is not None:
                     pending.result()          # frame t-1 is in the store (or its error is raised here)
                 pending = worker.submit(finish, rendered)
@@ -249,6 +281,8 @@ def _render_blend(source: dict, output: str, settings: RenderSettings, frames, s
                                     f"stored; rerun the same command to resume at frame {t + 1}")
             if pending is not None:
                 pending.result()
+    content_checks.check_sequence(output, name, measured,
+                                  probe=lambda t: content_checks.inside_fraction_at(scene, camera, start + t))
     return RenderResult(output=output, sequence=name, num_frames=num_frames, rendered=stop - first,
                         resumed_from=first, seconds=0.0)
 
@@ -316,6 +350,9 @@ class _RenderedFrame:
 class _FrameRenderer:
     """Renders one frame at HR and LR (main thread, bpy); converts it (any thread, no bpy)."""
 
+    #: (progress, label) that ``cycles_samples`` reports each render's samples to.
+    samples: tuple = (None, "")
+
     def __init__(self, scene, camera, view_layer: str, settings: RenderSettings, tmp: Path, where: str):
         self.scene = scene
         self.camera = camera
@@ -348,7 +385,8 @@ class _FrameRenderer:
             passes.configure_resolution(self.scene, self.settings, group)
             width, height = self.settings.hr_size if group == fmt.HR else self.settings.lr_size
             path = self.tmp / f"{group}_{slot}.exr"
-            with _jittered(self.camera, jitter if group == fmt.LR else None, width, height):
+            with _jittered(self.camera, jitter if group == fmt.LR else None, width, height), \
+                    cycles_samples(*self.samples):
                 render_still(self.scene, path, where=f"{self.where}: frame {frame} ({group})")
             files[group] = path
         rendered = _RenderedFrame(frame, files, now, self.previous)
@@ -381,26 +419,117 @@ def _stop_between_frames():
     ``render()``, where Blender catches and logs it and abandons that frame's image: the loop
     would go on (and a half-rendered frame could be stored). This handler only takes note; the
     loop stops after the frame is complete. A second Ctrl-C ends the process at once, which
-    loses at most the frames not yet stored (the writer resumes after a kill).
+    loses at most the frames not yet stored (the writer resumes after a kill, and its lock
+    is seen as stale).
+
+    Python runs a signal handler only when the main thread runs Python code, which it does
+    not while Cycles renders a frame (minutes at full size): two Ctrl-C within one frame
+    reached the handler as one, after the frame. So the signal is also read from a wakeup
+    fd (written by the C-level handler at once) on a watcher thread, which counts it while
+    the main thread is inside Cycles (whose render releases the GIL).
     """
     if threading.current_thread() is not threading.main_thread():
         yield lambda: False
         return
-    requested = []
+    requested = threading.Event()
+    count_lock = threading.Lock()
+    count = [0]
+
+    def interrupted() -> None:
+        with count_lock:
+            count[0] += 1
+            first = count[0] == 1
+        if first:
+            requested.set()
+            _log.warning("render: stopping after the current frame (Ctrl-C again to stop now)")
+            return
+        # Logged, not written to fd 2: while Cycles renders, fd 2 may be Blender's, silenced.
+        _log.error("render: stopped at once (second Ctrl-C); the frames stored are kept, "
+                   "rerun the same command to resume")
+        os._exit(128 + signal.SIGINT)  # from any thread, at once; no cleanup can be waited for
+
+    reader, writer = socket.socketpair()
+    reader.setblocking(True)
+    writer.setblocking(False)
+    try:
+        old_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    except (ValueError, OSError):
+        old_fd = None
+
+    def watch() -> None:
+        while True:
+            try:
+                data = reader.recv(64)
+            except OSError:
+                return
+            if not data:
+                return
+            for signum in data:
+                if signum == signal.SIGINT:
+                    interrupted()
 
     def handler(signum, frame):
-        if requested:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGINT)
-            return
-        requested.append(True)
-        _log.warning("render: stopping after the current frame (Ctrl-C again to stop now)")
+        # The watcher has counted this signal already (the wakeup fd is written before this runs);
+        # without the watcher (no wakeup fd), this is the only count.
+        if old_fd is None:
+            interrupted()
 
     previous = signal.signal(signal.SIGINT, handler)
+    watcher = None
+    if old_fd is not None:
+        watcher = threading.Thread(target=watch, name="gbuf-sigint", daemon=True)
+        watcher.start()
     try:
-        yield lambda: bool(requested)
+        yield requested.is_set
     finally:
         signal.signal(signal.SIGINT, previous)
+        if old_fd is not None:
+            signal.set_wakeup_fd(old_fd)
+        writer.close()
+        with contextlib.suppress(OSError):
+            reader.shutdown(socket.SHUT_RDWR)
+        if watcher is not None:
+            watcher.join(timeout=1)
+        reader.close()
+
+
+#: Cycles' status line while it renders, e.g. "Remaining: 00:31.92 | Mem: 3M | Sample 80/400".
+_SAMPLE_STATUS = re.compile(r"\bSample (\d+)/(\d+)")
+
+
+@contextlib.contextmanager
+def cycles_samples(progress: Progress | None, label: str):
+    """Report Cycles' samples of the render inside as ``progress(label, sample, samples)``.
+
+    Measured on Blender 5.3 as a module in background mode: ``bpy.app.handlers.render_stats``
+    fires during ``bpy.ops.render.render`` with Cycles' status lines (from its own threads, the
+    GIL released by the render), "Sample 0/16", "Sample 1/16", ... "Sample 16/16", "Finished",
+    at most a few times a second. Adaptive sampling may stop before the last sample: the
+    render's end reports it complete.
+    """
+    if progress is None:
+        yield
+        return
+    import bpy
+
+    total = [0]
+
+    def on_stats(status, *_) -> None:
+        try:
+            match = _SAMPLE_STATUS.search(str(status))
+            if match:
+                total[0] = int(match.group(2))
+                progress(label, int(match.group(1)), total[0])
+        except Exception:  # noqa: BLE001  (a progress bar must never break a render)
+            _log.debug("sample progress failed", exc_info=True)
+
+    bpy.app.handlers.render_stats.append(on_stats)
+    try:
+        yield
+    finally:
+        bpy.app.handlers.render_stats.remove(on_stats)
+    if total[0]:
+        progress(label, total[0], total[0])
 
 
 def render_still(scene, path: Path, *, where: str) -> None:
@@ -495,15 +624,35 @@ def _check_resumable(output: str, name: str, attrs: dict, overwrite: bool) -> No
     if name not in ds.sequences:
         return
     old = ds[name].attrs
-    for key in ("render_settings", "frame_range", "scene", "camera_path"):
+    for key in ("frame_range", "render_settings", "scene", "camera_path"):
         mine = attrs[key]
         theirs = old.get(key)
         if key == "scene":
             mine = {k: mine[k] for k in ("sha256", "recipe", "recipe_seed", "recipe_frames")}
             theirs = {k: (theirs or {}).get(k) for k in mine}
         if _jsonish(mine) != _jsonish(theirs):
-            raise GbufError(f"{output}: sequence {name!r} exists with a different {key.replace('_', ' ')}; "
-                            f"use --overwrite to replace it or --sequence to name another")
+            # Name the first value that differs, as stored and as asked (a frame range as start:end).
+            where, theirs, mine = _first_difference(_jsonish(theirs), _jsonish(mine))
+            label = key.replace("_", " ") + (f" {'.'.join(where)}" if where else "")
+            raise GbufError(f"{output}: sequence {name!r} exists with a different {label}: {_shown(key, theirs)} "
+                            f"in the store, {_shown(key, mine)} asked; use --overwrite to replace it or "
+                            f"--sequence to name another")
+
+
+def _first_difference(theirs, mine, where: tuple = ()):
+    """``(key path, stored value, asked value)`` of the first leaf where two JSON values differ."""
+    if isinstance(theirs, dict) and isinstance(mine, dict):
+        for k in sorted(set(theirs) | set(mine), key=str):
+            if theirs.get(k) != mine.get(k):
+                return _first_difference(theirs.get(k), mine.get(k), (*where, str(k)))
+    return where, theirs, mine
+
+
+def _shown(key: str, value) -> str:
+    if key == "frame_range" and isinstance(value, list) and len(value) == 2:
+        return f"{value[0]}:{value[1]}"
+    text = "none" if value is None else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _jsonish(value):

@@ -12,9 +12,10 @@ import ast
 import dataclasses
 import importlib
 import importlib.util
+import os
 from pathlib import Path
 
-from gbuf.errors import GbufError
+from gbuf.errors import GbufError, error_line
 
 PACKAGE = "gbuf.scenes"
 DEFAULT = "default"
@@ -105,7 +106,12 @@ def build_blend(name: str, out_path, *, seed: int = 0, frames: int | None = None
     if out.suffix.lower() != ".blend":
         raise GbufError(f"{out}: output must be a .blend file")
     if not out.parent.is_dir():
-        raise GbufError(f"{out}: folder {out.parent} does not exist")
+        what = "is a file, not a folder" if out.parent.exists() else "does not exist"
+        raise GbufError(f"{out}: folder {out.parent} {what}")
+    if not os.access(out.parent, os.W_OK):
+        raise GbufError(f"{out}: folder {out.parent} is not writable (Permission denied)")
+    if out.is_dir():
+        raise GbufError(f"{out}: is a folder, not a .blend file")
     build(name, seed=seed, frames=frames)
     import bpy
 
@@ -113,8 +119,12 @@ def build_blend(name: str, out_path, *, seed: int = 0, frames: int | None = None
     partial = out.with_name(out.name + ".partial.blend")
     from gbuf.render.blend import native_output_to
 
-    with native_output_to():  # Blender prints "Info: Saved copy as ..." from C
-        bpy.ops.wm.save_as_mainfile(filepath=str(partial.resolve()), compress=True, check_existing=False,
-                                    copy=True)
-    partial.replace(out)
+    try:
+        with native_output_to():  # Blender prints "Info: Saved copy as ..." from C
+            bpy.ops.wm.save_as_mainfile(filepath=str(partial.resolve()), compress=True, check_existing=False,
+                                        copy=True)
+        partial.replace(out)
+    except (RuntimeError, OSError) as err:  # a full disk, a folder made read-only meanwhile
+        partial.unlink(missing_ok=True)
+        raise GbufError(f"{out}: cannot write it ({error_line(err, last=True)})") from None
     return out

@@ -217,9 +217,25 @@ class MeshBuilder:
     def object(self, name: str, materials: Sequence[bpy.types.Material] = (), *,
                location=(0, 0, 0), rotation=(0, 0, 0)) -> bpy.types.Object:
         bmesh.ops.recalc_face_normals(self.bm, faces=self.bm.faces[:])
+        # Vertices, then edges and faces, in an order fixed by the geometry alone: bmesh ops that
+        # weld (create_uvsphere's poles) rebuild faces in an order that changes from run to run
+        # (pointer hashing), and Cycles' BVH and light sampling follow element order, so an
+        # unsorted mesh rendered different noise from each build of the same recipe and seed.
+        self.bm.verts.index_update()
+        verts = sorted(self.bm.verts, key=lambda v: (*v.co, v.index))
+        rank = {v: i for i, v in enumerate(verts)}
+        self.bm.verts.sort(key=rank.__getitem__)
+        self.bm.verts.index_update()
+        for seq in (self.bm.faces, self.bm.edges):
+            rank = {e: i for i, e in enumerate(sorted(seq, key=lambda e: sorted(v.index for v in e.verts)))}
+            seq.sort(key=rank.__getitem__)   # bmesh's sort takes a number as key
         mesh = bpy.data.meshes.new(name)
         self.bm.to_mesh(mesh)
         self.bm.free()
+        # An edge's two ends come out in either order too; smaller index first.
+        ends = np.zeros(2 * len(mesh.edges), np.int32)
+        mesh.edges.foreach_get("vertices", ends)
+        mesh.edges.foreach_set("vertices", np.sort(ends.reshape(-1, 2), axis=1).ravel())
         for material in materials:
             mesh.materials.append(material)
         obj = link(bpy.data.objects.new(name, mesh))

@@ -38,12 +38,20 @@ class DataConfig:
     batch_size: int = 16
     #: DataLoader worker processes per training process (0: load in the main process).
     workers: int = 4
-    #: G-buffer normalisation of the loader: ``rdg`` (the official one) or ``none``.
+    #: G-buffer normalisation of the loader (``gbuf.datasets.loader``): ``rdg`` (the official one, sky
+    #: depth 1 and surfaces over [0, 1]), ``rdg-official`` (the official formula to the letter: where sky
+    #: is visible every surface's depth is about 0) or ``none``.
     normalize: str = "rdg"
-    #: Sequences to train on; empty: every sequence not used for validation.
+    #: Sequences to train on; empty: the store's ``train_split`` when it has a split (built from a
+    #: spec, ``gbuf dataset build``), else every sequence not used for validation.
     train_sequences: list[str] = dataclasses.field(default_factory=list)
-    #: Held-out validation sequences; empty: the last sequence when the store has two or more.
+    #: Held-out validation sequences; empty: the store's ``val_split`` when it has a split, else the
+    #: last sequence when the store has two or more.
     val_sequences: list[str] = dataclasses.field(default_factory=list)
+    #: With a store that records a split: the split trained on and the one validated on
+    #: (``train``, ``val`` or ``test``; docs/datasets.md).
+    train_split: Literal["train", "val", "test"] = "train"
+    val_split: Literal["train", "val", "test"] = "val"
     #: Validate on the first N frames of each validation sequence (0: all frames).
     val_frames: int = 100
 
@@ -142,7 +150,9 @@ class TrainConfig:
             (self.data.patch >= 1, "data.patch must be >= 1"),
             (self.data.batch_size >= 1, "data.batch_size must be >= 1"),
             (self.data.workers >= 0, "data.workers must be >= 0"),
-            (self.data.normalize in ("rdg", "none"), "data.normalize must be 'rdg' or 'none'"),
+            (self.data.train_split != self.data.val_split, "data.train_split and data.val_split must differ"),
+            (self.data.normalize in ("rdg", "rdg-official", "none"),
+             "data.normalize must be 'rdg', 'rdg-official' or 'none'"),
             (self.schedule.iters >= 1, "schedule.iters must be >= 1"),
             (self.optim.lr > 0 and math.isfinite(self.optim.lr), "optim.lr must be a positive number"),
             (len(self.optim.betas) == 2, "optim.betas must hold two numbers"),
@@ -163,7 +173,7 @@ class TrainConfig:
 # no longer continue the same run exactly.
 TRAJECTORY_KEYS = (
     "model", "model_options", "init", "init_weights", "data.path", "data.lr_group", "data.frames", "data.patch",
-    "data.batch_size", "data.normalize", "data.train_sequences",
+    "data.batch_size", "data.normalize", "data.train_sequences", "data.train_split",
     "optim.lr", "optim.betas", "optim.weight_decay", "optim.grad_clip", "optim.ema_decay",
     "optim.ema_warmup",
     "schedule.iters", "schedule.eta_min", "loss.charbonnier", "loss.charbonnier_eps",

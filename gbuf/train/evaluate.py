@@ -210,6 +210,8 @@ class EvalReport:
     #: Where ``table`` / ``plot`` were written (None: not asked for).
     table: Path | None = None
     plot: Path | None = None
+    #: The store's split that was scored (``select_sequences``); None: sequences named, or no split.
+    split: str | None = None
 
     def average(self, model: str, metric: str):
         values = [self.scores[model][metric].get(s) for s in self.sequences]
@@ -243,8 +245,9 @@ def _motion_for_ewarp(seq, lr_group: str, t: slice, hr_size):
 
 
 def evaluate(models: Sequence[tuple[str, str | Path | None]], data: str | Path, *,
-             sequences: Sequence[str] | None = None, lr_group: str = fmt.LR, segment_frames: int = 100,
-             device: str = "auto", amp: str = "off", y_channel: bool = False, crop: int = 0, vmaf: str = "auto",
+             sequences: Sequence[str] | None = None, split: str | None = None, lr_group: str = fmt.LR,
+             segment_frames: int = 100, device: str = "auto", amp: str = "off", y_channel: bool = False,
+             crop: int = 0, vmaf: str = "auto",
              lpips_weights: str | Path | None = None, weights: str = "ema", profile_row: int | None = None,
              table: str | Path | None = None, plot: str | Path | None = None, threads: int | None = None,
              progress: Callable[[str], None] | None = None) -> EvalReport:
@@ -254,10 +257,13 @@ def evaluate(models: Sequence[tuple[str, str | Path | None]], data: str | Path, 
     ``table`` (``.md`` / ``.csv``) and ``plot`` (``.png``): files to write the results to.
     ``threads``: torch CPU threads (None: ``gbuf.runtime``'s default).
     ``progress``: a callable taking one line of text, or None.
+    ``sequences`` and ``split``: what is scored (``select_sequences``; default: the test split of a
+    store that records a split, else every sequence).
     """
     with runtime.threads(threads) as used:
-        report = _evaluate(models, data, sequences=sequences, lr_group=lr_group, segment_frames=segment_frames,
-                           device=device, amp=amp, y_channel=y_channel, crop=crop, vmaf=vmaf,
+        report = _evaluate(models, data, sequences=sequences, split=split, lr_group=lr_group,
+                           segment_frames=segment_frames, device=device, amp=amp, y_channel=y_channel, crop=crop,
+                           vmaf=vmaf,
                            lpips_weights=lpips_weights, weights=weights, profile_row=profile_row,
                            progress=progress)
         report.threads = used
@@ -268,7 +274,28 @@ def evaluate(models: Sequence[tuple[str, str | Path | None]], data: str | Path, 
     return report
 
 
-def _evaluate(models, data, *, sequences, lr_group, segment_frames, device, amp, y_channel, crop, vmaf,
+def select_sequences(ds, sequences: Sequence[str] | None = None, split: str | None = None
+                     ) -> tuple[list[str], str | None]:
+    """``(names, split)``: ``sequences`` when given; else the store's ``split`` (default ``test``) when it
+    records a split (``gbuf dataset build``) and that split is not empty; else every sequence."""
+    if sequences and split:
+        raise GbufError(f"{ds.path}: give sequences or a split to evaluate, not both")
+    if sequences:
+        return list(sequences), None
+    splits = ds.splits
+    if split is not None:
+        if not splits:
+            raise GbufError(f"{ds.path}: the store records no split (--split needs a store made by "
+                            f"`gbuf dataset build`)")
+        if split not in splits or not splits[split]:
+            raise GbufError(f"{ds.path}: split {split!r} holds no sequence")
+        return list(splits[split]), split
+    if splits.get("test"):
+        return list(splits["test"]), "test"
+    return ds.sequences, None
+
+
+def _evaluate(models, data, *, sequences, split, lr_group, segment_frames, device, amp, y_channel, crop, vmaf,
               lpips_weights, weights, profile_row, progress) -> EvalReport:
     import gbuf.datasets as gd
     from gbuf.train import metrics
@@ -280,7 +307,9 @@ def _evaluate(models, data, *, sequences, lr_group, segment_frames, device, amp,
     dev = runtime.resolve_device(device)
     amp_dtype = runtime.autocast_dtype(amp, dev)
     ds = gd.open(data)
-    names = list(sequences) if sequences else ds.sequences
+    names, split = select_sequences(ds, sequences, split)
+    if split is not None and progress is not None:
+        progress(f"{data}: split {split!r}, {len(names)} sequence(s)")
     if not names:
         raise GbufError(f"{data}: the store holds no sequence")
     for n in names:
@@ -357,7 +386,7 @@ def _evaluate(models, data, *, sequences, lr_group, segment_frames, device, amp,
     profiles = {n: {k: np.stack(v) for k, v in p.items() if v} for n, p in profiles.items()}
     return EvalReport(data=str(data), lr_group=lr_group, sequences=names, models=[l for l, _ in loaded],
                       scores=scores, per_frame=per_frame, profiles=profiles, profile_rows=profile_rows,
-                      notes=notes, y_channel=y_channel, crop=crop)
+                      notes=notes, y_channel=y_channel, crop=crop, split=split)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from gbuf import runtime
 from gbuf.datasets import format as fmt
 from gbuf.datasets.colour import srgb_decode, srgb_encode, to_uint8
-from gbuf.errors import GbufError
+from gbuf.errors import GbufError, error_line
 
 #: The name of the bicubic baseline in ``gbuf eval`` / ``gbuf upscale``.
 BICUBIC = "bicubic"
@@ -175,14 +175,14 @@ def model_frames(model, batch: dict, device, amp_dtype=None):
 
 def to_display(x, normalize: str, encoding: str):
     """Network image -> display-referred [0, 1] (the domain every metric and picture uses)."""
-    if normalize == "rdg" or encoding == "srgb":
+    if normalize in ("rdg", "rdg-official") or encoding == "srgb":
         return x.clamp(0.0, 1.0)
     return srgb_encode(x)
 
 
 def to_linear(x, normalize: str, encoding: str):
     """Network image -> linear [0, 1] (for EXR output)."""
-    if normalize == "rdg" or encoding == "srgb":
+    if normalize in ("rdg", "rdg-official") or encoding == "srgb":
         return srgb_decode(x)
     return x.clamp(0.0, 1.0)
 
@@ -232,6 +232,29 @@ class LoadedModel:
     weights: str
 
 
+#: The values of ``data.normalize`` a checkpoint's saved config can hold (gbuf.train.config).
+SAVED_NORMALISATIONS = ("rdg", "rdg-official", "none")
+
+
+def _saved_model_settings(meta: dict, checkpoint: Path) -> tuple[dict, str]:
+    """``model_options`` and the loader normalisation a gbuf checkpoint recorded (the authors'
+    files record neither: no options, ``rdg``); a field of the wrong kind is a one-line error."""
+    options = meta.get("model_options")
+    if options is None:
+        options = {}
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise GbufError(f"{checkpoint}: model_options is a {type(options).__name__}, not a table of options")
+    config = meta.get("config")
+    data = config.get("data") if isinstance(config, dict) else None
+    if config is not None and not isinstance(config, dict) or data is not None and not isinstance(data, dict):
+        raise GbufError(f"{checkpoint}: its saved config is not a table (config.data: {type(data).__name__})")
+    normalize = (data or {}).get("normalize", "rdg")
+    if normalize not in SAVED_NORMALISATIONS:
+        raise GbufError(f"{checkpoint}: config.data.normalize {normalize!r} is not one of "
+                        f"{', '.join(SAVED_NORMALISATIONS)}")
+    return dict(options), normalize
+
+
 def load_model(name: str, checkpoint=None, *, scale: int = 4, device="cpu", weights: str = "ema") -> LoadedModel:
     """Build ``name`` and load ``checkpoint`` (gbuf training checkpoints or the authors' files).
 
@@ -254,9 +277,11 @@ def load_model(name: str, checkpoint=None, *, scale: int = 4, device="cpu", weig
     saved_model = meta.get("model")
     if isinstance(saved_model, str) and saved_model != name:
         raise GbufError(f"{checkpoint}: checkpoint of model {saved_model}, not {name}")
-    options = dict(meta.get("model_options") or {})
-    normalize = ((meta.get("config") or {}).get("data") or {}).get("normalize", "rdg")
-    module = models.create(name, **options)
+    options, normalize = _saved_model_settings(meta, checkpoint)
+    try:
+        module = models.create(name, **options)
+    except (TypeError, ValueError) as err:  # options that this version's constructor refuses
+        raise GbufError(f"{checkpoint}: its model_options do not build {name} ({error_line(err)})") from None
     # The models' loader knows the authors' files (RDG's CycleFC offsets are checked and dropped).
     state, used = checkpoints.read(checkpoint, key=None if weights == "ema" else "params", data=meta)
     checkpoints.load_state(module, state, where=str(checkpoint))

@@ -109,13 +109,24 @@ def _init_distributed(device_spec: str) -> Distributed:
 
 
 def split_sequences(ds, data: cfg.DataConfig) -> tuple[list[str], list[str]]:
-    """``(train, validation)`` sequence names from the config (see ``DataConfig``)."""
+    """``(train, validation)`` sequence names from the config (see ``DataConfig``).
+
+    Sequences named in the config win; else a store with a recorded split gives
+    ``data.train_split`` and ``data.val_split``; else validation is the last sequence.
+    """
     names = ds.sequences
     if not names:
         raise GbufError(f"{ds.path}: the store holds no sequence")
     for name in list(data.train_sequences) + list(data.val_sequences):
         if name not in names:
             raise GbufError(f"{ds.path}: no sequence {name!r} (has: {', '.join(names)})")
+    splits = ds.splits
+    if splits:
+        val = list(data.val_sequences) or splits[data.val_split]
+        train = list(data.train_sequences) or [n for n in splits[data.train_split] if n not in val]
+        if not train:
+            raise GbufError(f"{ds.path}: split {data.train_split!r} holds no sequence to train on")
+        return train, val
     val = list(data.val_sequences) if data.val_sequences else (names[-1:] if len(names) >= 2 else [])
     train = list(data.train_sequences) if data.train_sequences else [n for n in names if n not in val]
     if not train:
@@ -433,6 +444,11 @@ class TrainResult:
     config: cfg.TrainConfig | None = None
     #: Torch CPU threads the run used (per process).
     threads: int = 1
+    #: Seconds this call waited for the data loader (reading and cropping the clips), of its wall time.
+    load_seconds: float = 0.0
+    #: The sequences trained on and validated on (``split_sequences``; none validated with run.val_every 0).
+    train_sequences: list[str] = dataclasses.field(default_factory=list)
+    val_sequences: list[str] = dataclasses.field(default_factory=list)
 
 
 def resolve_config(*, config_file=None, overrides: dict | None = None, resume: bool = False,
@@ -600,10 +616,14 @@ def _train(config, resume, dist_info, gd, model_registry, progress) -> TrainResu
                                               find_unused_parameters=bool(unused))
 
     logger = _Logger(out_dir, config, step + 1, dist_info.main, progress)
+    split_note = ""
+    if ds.splits and not config.data.train_sequences:
+        split_note = f" (split {config.data.train_split!r}" + \
+            ("" if config.data.val_sequences or not val_seqs else f" / {config.data.val_split!r}") + ")"
     if dist_info.main:
         logger.print(f"gbuf train {config.model}: {sum(p.numel() for p in model.parameters()):,} params, "
                      f"{world} process(es) on {device}{'' if amp_dtype is None else f' ({amp_dtype})'}, "
-                     f"{len(train_seqs)} training / {len(val_seqs)} validation sequence(s), "
+                     f"{len(train_seqs)} training / {len(val_seqs)} validation sequence(s){split_note}, "
                      f"steps {step + 1}..{total} -> {out_dir}")
         if init_entry is not None:
             logger.print(f"gbuf train: initialised from {config.init} ({init_entry})")
@@ -687,6 +707,7 @@ def _train(config, resume, dist_info, gd, model_registry, progress) -> TrainResu
 
     last_saved = latest_checkpoint(out_dir) if resume else None
     interrupted = False
+    load_seconds = 0.0
     last_grid = None
     try:
         batches = iter(loader)
@@ -696,7 +717,9 @@ def _train(config, resume, dist_info, gd, model_registry, progress) -> TrainResu
                 interrupted = True
                 break
             try:
+                waited = time.perf_counter()
                 batch = next(batches)
+                load_seconds += time.perf_counter() - waited
             except StopIteration:
                 break
             except Exception:
@@ -777,7 +800,8 @@ def _train(config, resume, dist_info, gd, model_registry, progress) -> TrainResu
                          f"continue with --resume")
         logger.close()
     return TrainResult(out_dir, step, interrupted, last_saved, best_psnr, model,
-                       ema.model if ema is not None else None)
+                       ema.model if ema is not None else None, load_seconds=load_seconds,
+                       train_sequences=train_seqs, val_sequences=val_seqs)
 
 
 @dataclasses.dataclass

@@ -133,6 +133,22 @@ def scan_local(root: Path) -> tuple[dict[str, os.stat_result], list[Path]]:
     return files, temporary
 
 
+def refuse_overlap(root: Path, dest: Path, url: str) -> None:
+    """A local push destination (pull source) must not be the store, inside it, or a folder that holds it.
+
+    Inside: a push would copy its own output into itself, its stale-file removal and
+    temporary files landing in the source (a pull, the same the other way round). Holding
+    it: the store's files would be mixed with (and could be removed as) the other side's.
+    """
+    src, dst = Path(os.path.realpath(root)), Path(os.path.realpath(dest))
+    if dst == src:
+        raise GbufError(f"{url}: is the store {root} itself; use another folder")
+    if src in dst.parents:
+        raise GbufError(f"{url}: is inside the store {root}; use a folder outside it")
+    if dst in src.parents:
+        raise GbufError(f"{url}: holds the store {root}; use a folder outside it")
+
+
 # -- reading and writing ------------------------------------------------------------------
 
 _tls = threading.local()

@@ -82,6 +82,13 @@ def check_manifest(manifest, where: str) -> dict:
     """Refuse a manifest that is malformed or names paths outside the store."""
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise GbufError(f"{where}: not a gbuf manifest")
+    version = manifest.get("version")
+    if type(version) is not int or not 1 <= version <= VERSION:
+        # A newer gbuf's manifest may mean something this one cannot check: refused, not guessed.
+        raise GbufError(f"{where}: manifest version {version!r}; this gbuf reads version {VERSION} "
+                        f"(a newer gbuf wrote it? upgrade gbuf)")
+    if manifest.get("hash", "sha256") != "sha256":
+        raise GbufError(f"{where}: manifest hash {manifest.get('hash')!r}; this gbuf checks sha256 only")
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise GbufError(f"{where}: manifest has no file list")

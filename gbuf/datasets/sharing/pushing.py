@@ -226,6 +226,9 @@ def push(store, url: str, *, jobs: int = 8, force: bool = False, storage_options
     _refuse_http(url, "push to a folder, s3://, gs:// or az:// and serve that")
     if not root.is_dir():
         raise GbufError(f"{root}: no such dataset")
+    fs, dest_root = remote_store.filesystem(url, storage_options)
+    if transport.is_local(fs):
+        local.refuse_overlap(root, Path(dest_root), url)
     if license is not None:
         from gbuf.datasets.datacard import set_license
 
@@ -238,7 +241,6 @@ def push(store, url: str, *, jobs: int = 8, force: bool = False, storage_options
     dataset_id = local.dataset_id(root, attrs)
     cache = local.HashCache(root)
     card = _card_bytes(root, files, dataset_id, cache)
-    fs, dest_root = remote_store.filesystem(url, storage_options)
     dest = _Destination(fs, dest_root, url)
 
     with transport.remote_errors(url, "reading the destination"):

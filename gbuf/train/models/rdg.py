@@ -70,7 +70,9 @@ Input normalisation (what the official loader feeds, and what ``rdg-s``'s checkp
 ``image`` display-referred in [0, 1] (the official data are 8-bit sRGB PNGs / 255), ``normal``
 as ``(n + 1) / 2``, ``brdf`` and ``depth`` min-max normalised to [0, 1] per frame (over all
 pixels and channels), ``motion`` in pixels, unnormalised. The gbuf loader's
-``normalize="rdg"`` (``gbuf.datasets.loader``) produces exactly this.
+``normalize="rdg"`` (``gbuf.datasets.loader``) produces exactly this on frames without sky, and
+``"rdg-official"`` on every frame (where sky is visible the official depth range ends at
+Blender's 1e10 background; docs/format.md, "Loading").
 Output: RGB in the image's range (unclamped), ``(B, T, 3, 4H, 4W)``.
 
 State for streaming (``step``): a tuple of tensors ``(hidden_1/4, hidden_1/2, hidden_1,
@@ -88,6 +90,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gbuf.datasets import format as fmt
 from gbuf.errors import GbufError
 from gbuf.train.models import rdg_onednn
 from gbuf.train.models._blocks import check_inputs, is_pixel_major, pixel_rows, stream
@@ -435,6 +438,9 @@ class RDG(nn.Module):
     ``"deform"`` (torchvision deform_conv2d, every layer as the official code computes it).
     ``motion_frame``: ``"previous"`` (official) or ``"current"``; ``scale_motion``: scale the
     motion magnitude with each level (default False, official). See the module docstring.
+    ``inputs``: the buffers the model reads, ``image`` and any of the G-buffers (default all);
+    the ones left out are neither loaded nor fed: the model sees zeros in their place (the
+    G-buffer ablation, e.g. ``inputs=["image"]``). Parameters and state dict are unchanged.
     """
 
     inputs = INPUTS
@@ -443,10 +449,13 @@ class RDG(nn.Module):
     state_names = ("hidden_quarter", "hidden_half", "hidden_full", "previous_motion", "started")
 
     def __init__(self, num_feat: int = 16, scale: int = 4, cyclefc: str = "fast",
-                 motion_frame: str = "previous", scale_motion: bool = False):
+                 motion_frame: str = "previous", scale_motion: bool = False, inputs=INPUTS):
         super().__init__()
         if motion_frame not in ("previous", "current"):
             raise GbufError(f"rdg: motion_frame must be 'previous' or 'current', not {motion_frame!r}")
+        if "image" not in inputs or any(k not in INPUTS for k in inputs):
+            raise GbufError(f"rdg: inputs must hold image and any of {', '.join(INPUTS[1:])}, not {list(inputs)}")
+        self.inputs = tuple(k for k in INPUTS if k in inputs)
         d = num_feat
         self.num_feat, self.scale, self.cyclefc, self.motion_frame = d, scale, cyclefc, motion_frame
         self.first_conv = nn.Conv2d(3, d, 3, 1, 1)
@@ -479,7 +488,11 @@ class RDG(nn.Module):
 
         Returns ``(output (B, 3, sH, sW), new_state)``; ``state=None`` starts a sequence.
         """
-        check_inputs("rdg", frame, INPUTS, self.scale, ndim=4)
+        check_inputs("rdg", frame, self.inputs, self.scale, ndim=4)
+        if len(self.inputs) < len(INPUTS):  # the ablation: left-out buffers read as zeros
+            b, _, h, w = frame["image"].shape
+            frame = {k: frame[k] if k in self.inputs else frame["image"].new_zeros(b, fmt.BUFFERS[k].channels, h, w)
+                     for k in INPUTS}
         image = frame["image"]
         h, w = image.shape[-2:]
         if state is None:
@@ -524,8 +537,8 @@ class RDG(nn.Module):
 
     def forward(self, batch: dict) -> torch.Tensor:
         """``batch``: ``(B, T, C, H, W)`` per key of ``inputs`` -> ``(B, T, 3, sH, sW)``."""
-        check_inputs("rdg", batch, INPUTS, self.scale, ndim=5)
-        return stream(self.step, batch, INPUTS)
+        check_inputs("rdg", batch, self.inputs, self.scale, ndim=5)
+        return stream(self.step, batch, self.inputs)
 
 
 def _padded(n: int) -> int:
