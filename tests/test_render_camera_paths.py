@@ -555,3 +555,24 @@ def test_a_blend_built_from_a_recipe_is_identified_by_recipe_and_seed(tmp_path):
     assert paths[0]["identity"] == paths[1]["identity"] == "recipe:room:3"
     assert paths[0]["keyframes"] == paths[1]["keyframes"]
     assert paths[2]["identity"] != "recipe:room:3" and paths[2]["keyframes"] != paths[0]["keyframes"]
+
+
+@pytest.mark.slow
+def test_auto_gives_a_blend_without_a_camera_a_flythrough(tmp_path, caplog):
+    """``auto``: a .blend with a camera keeps it (tests/test_render_cli.py); one without any gets a
+    flythrough with a warning (``keep`` refuses it)."""
+    pytest.importorskip("bpy")
+    import logging
+
+    import gbuf.datasets as gd
+    import render_helpers as rh
+    from gbuf.render import render
+
+    _room()
+    path = rh.save(tmp_path / "room.blend")
+    with caplog.at_level(logging.WARNING):
+        render(path, tmp_path / "out.zarr", **{**OPTIONS, "frames": (1, 1)})
+    assert "has no active camera; rendering with a flythrough camera" in caplog.text
+    assert gd.open(tmp_path / "out.zarr")["room"].attrs["camera_path"]["kind"] == "flythrough"
+    with pytest.raises(GbufError, match="no active camera"):
+        render(path, tmp_path / "keep.zarr", camera="keep", **{**OPTIONS, "frames": (1, 1)})

@@ -81,7 +81,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, card_blend):
         ([tmp_path / "missing.blend"], "missing.blend: no such file"),
         ([not_blend], "not a .blend file"),
         ([truncated], "truncated.blend: Blender cannot open it"),
-        ([no_camera], "no active camera"),
+        ([no_camera, "--camera", "keep"], "no active camera"),
         ([ortho], "changes its orthographic scale"),
         ([card_blend, "--frames", "5:2"], "empty frame range"),
         ([card_blend, "--resolution", "66x32"], "not divisible by the scale 4"),

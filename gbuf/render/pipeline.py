@@ -111,14 +111,13 @@ def _camera_path(scene, source: dict, settings: RenderSettings, start: int, end:
 
     mode = source.get("camera_mode", "auto")
     clip = int(source.get("camera_clip", 0))
-    # A .blend (or a recipe) is authored for rendering: under auto its camera is kept (and
-    # without one it is refused, as before); an imported file's camera is kept only when
-    # animated, since a still camera exported with a level is rarely a shot.
+    # A .blend (or a recipe) is authored for rendering: under auto its camera is kept, still
+    # or animated (a still camera over moving objects is a shot); an imported file's camera is
+    # kept only when animated, since a still camera exported with a level is rarely a shot.
+    # A scene without any camera gets a flythrough.
     authored = source["recipe"] is not None or scenefiles.is_blend(source["path"])
     if mode == "auto":
         if scene.camera is not None and (authored or camera_paths.camera_is_animated(scene.camera)):
-            mode = "keep"
-        elif scene.camera is None and authored:
             mode = "keep"
         else:
             mode = "flythrough"

@@ -54,7 +54,8 @@ Rules (each broken one is a one-line ``GbufError`` naming the spec file):
   scene's). A recipe is built with enough frames for all its clips
   (``first_frame - 1 + clips * frames``).
 * ``camera = "auto"`` is resolved here where it can be: a recipe or a .blend keeps its own
-  camera (``keep``). For an imported file it stays ``auto`` (the pipeline keeps an animated
+  camera (``keep``; a .blend without one is then refused by the render: name a generated
+  mode for it, as ``gbuf render``'s auto would fly through it). For an imported file it stays ``auto`` (the pipeline keeps an animated
   camera, else flies through), which is refused with more than one clip: say which.
 """
 
