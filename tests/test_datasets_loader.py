@@ -86,6 +86,24 @@ def test_rdg_normalisation(coord_store, tmp_path):
     assert float(cds[0]["depth"][0, 0, 0, 0]) == 1.0
 
 
+@pytest.mark.parametrize("normalize", [None, "rdg", "rdg-official"])
+def test_cached_crops_are_the_crops_read_from_the_store(tmp_path_factory, normalize):
+    from gbuf.datasets.synthetic import make_synthetic_store
+
+    path = make_synthetic_store(tmp_path_factory.mktemp("cache") / "s.zarr", frames=6)
+    kwargs = dict(frames=3, patch=32, normalize=normalize, length=24, seed=5)
+    read, cached = CropDataset(path, **kwargs), CropDataset(path, cache=True, **kwargs)
+    for i in range(len(read)):
+        a, b = read[i], cached[i]
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), (i, key)
+    assert cached._memory  # it did hold the frames, and the items above came from memory
+    # a crop handed out is a copy: changing it changes neither the cache nor the next crop
+    cached[0]["image"].add_(1.0)
+    assert torch.equal(cached[0]["image"], read[0]["image"])
+
+
 def test_sequence_dataset_segments(coord_store):
     ds = SequenceDataset(coord_store, lr_buffers=["image"], segment_frames=4)
     assert [(it[1], it[2]) for it in ds.items] == [(0, 4), (4, 8), (8, 10)]

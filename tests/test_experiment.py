@@ -99,6 +99,29 @@ def test_an_interrupted_training_resumes_from_its_checkpoint(tiny, tmp_path):
     assert record["result"]["resumed"] is True and record["result"]["step"] == 4
 
 
+def test_trainings_side_by_side_give_the_weights_of_trainings_one_by_one(tiny, tmp_path):
+    result, _ = tiny
+    work = tmp_path / "jobs"
+    shutil.copytree(result.workdir, work)
+    for label in ("rdg-s", "rdg-s-image"):  # as if neither had trained: no record, no checkpoint
+        (work / "stages" / f"train-{label}.json").unlink()
+        shutil.rmtree(work / "runs" / label)
+    text = TINY.read_text().replace("../../shared", str(REPO.parent / "shared"))
+    assert "[run]" not in text
+    side_by_side = tmp_path / "tiny.toml"
+    side_by_side.write_text(text + "\n[run]\njobs = 2\n")
+    again = run_experiment(side_by_side, workdir=work)
+    assert sorted(again.ran) == ["train-rdg-s", "train-rdg-s-image"], again.ran
+    for label in ("rdg-s", "rdg-s-image"):
+        records = [json.loads((w / "stages" / f"train-{label}.json").read_text()) for w in (result.workdir, work)]
+        one, two = (torch.load(w / r["result"]["checkpoint"], map_location="cpu", weights_only=True)
+                    for w, r in zip((result.workdir, work), records))
+        for name, tensor in one["params"].items():
+            assert torch.equal(tensor, two["params"][name]), (label, name)
+    # the evaluations recorded before still hold (same weights, same key): nothing else reran
+    assert [(r.label, r.psnr) for r in again.rows] == [(r.label, r.psnr) for r in result.rows]
+
+
 def test_changed_settings_are_refused_not_mixed(tiny, tmp_path):
     result, _ = tiny
     changed = tmp_path / "tiny.toml"
@@ -126,6 +149,11 @@ def test_bad_experiment_files_are_one_line_errors(tmp_path, gbuf_cli):
          r"unknown option models.rdg-s-image.layers"),
         (TINY.read_text().replace('split = "test"', 'split = "val"'), r"no source in split \"test\""),
         (TINY.read_text().replace('resolution = "64x36"', 'resolution = "64 by 36"'), r"\[dataset\].*resolution"),
+        (TINY.read_text().replace("[budget]\n", "[budget]\nloss = { fft = \"big\" }\n"),
+         r"budget: loss.fft must be a number, got 'big'"),
+        (TINY.read_text().replace("[budget]\n", "[budget]\nloss = { ffft = 0.0 }\n"),
+         r"budget: unknown option loss.ffft"),
+        (TINY.read_text() + "\n[run]\njobs = 0\n", r"run.threads and run.jobs must be >= 1"),
     ]:
         bad.write_text(text)
         with pytest.raises(GbufError, match=message):
@@ -163,3 +191,31 @@ def test_the_dataset_may_be_a_spec_file_beside_the_experiment(tmp_path):
     exp_file.write_text(text[:start] + 'dataset = { spec = "nowhere.toml" }\n\n' + text[end:])
     with pytest.raises(GbufError, match=r"dataset.spec: .*nowhere.toml: no such file"):
         load_experiment(exp_file)
+
+
+def test_the_budget_s_loss_weights_reach_every_training(tmp_path):
+    from gbuf.experiments import run as experiment_run
+
+    changed = tmp_path / "tiny.toml"
+    changed.write_text(TINY.read_text().replace("[budget]\n", "[budget]\nloss = { fft = 0.0, temporal = 0.5 }\n"))
+    exp = load_experiment(changed)
+    splits = {"train": ["a"], "test": ["b"]}
+    for label, spec in exp.models.items():
+        config = experiment_run._train_config(exp, label, spec, tmp_path / "data.zarr", splits, tmp_path)
+        assert (config.loss.fft, config.loss.temporal, config.loss.charbonnier) == (0.0, 0.5, 1.0)
+        # part of what decides the weights: a changed loss is a changed stage, never a silent mix
+        assert experiment_run._trajectory(config)["loss.fft"] == 0.0
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "experiments").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_experiment_file_is_valid(path):
+    exp = load_experiment(path)
+    spec = exp.dataset_spec()
+    assert spec.splits["test"] and exp.models
+    train, test = set(spec.splits["train"]), set(spec.splits["test"])
+    assert not train & test
+    # held out means held out: no recipe of the test split is trained on (the smoke test's
+    # tiny.toml holds out a seed of its one recipe; its numbers mean nothing)
+    recipes = {s.name: s.scene for s in spec.sequences}
+    if path.name != "tiny.toml":
+        assert not {recipes[n] for n in train} & {recipes[n] for n in test}

@@ -479,7 +479,7 @@ def test_stored_keyframes_are_the_rendered_camera(rendered):
 def test_clips_are_sequences_with_their_own_paths(room_files, rendered, tmp_path):
     import gbuf.datasets as gd
     from gbuf.render import make_settings, render_scenes
-    from gbuf.render.blend import file_sha256
+    from gbuf.fileio import file_sha256
     from gbuf.render.scenefiles import import_scene
 
     settings = make_settings(resolution=(64, 36), scale=2, samples=1, denoise=False, passes="image,depth")

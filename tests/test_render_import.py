@@ -57,7 +57,7 @@ def _export(tmp, kind):
 
 def _fastest_seed(path) -> int:
     """The seed (of 16) whose orbit turns fastest: at 96 px wide, the most motion per frame."""
-    from gbuf.render.blend import file_sha256
+    from gbuf.fileio import file_sha256
     from gbuf.render.camera_paths import orbit_path
 
     sha = file_sha256(path)

@@ -176,12 +176,19 @@ class CropDataset(_StoreBacked):
 
     Item ``i`` is a pure function of ``(seed, i)``, so the data order is reproducible
     and a resumed training run sees exactly the crops it would have seen.
+
+    ``cache=True`` reads each sequence's buffers whole on first use (in each process) and
+    crops from memory: the same items, without decoding chunks for every crop. It holds the
+    whole training split in memory (``gbuf dataset info`` tells its size): for small stores.
     """
 
     def __init__(self, path, *, frames: int = 15, patch: int = 256, lr_group: str = fmt.LR,
                  lr_buffers=fmt.RDG_BUFFERS, hr_buffers=("image",), normalize: str | None = None,
-                 length: int = 1000, seed: int = 0, sequences=None, storage_options=None):
+                 length: int = 1000, seed: int = 0, sequences=None, storage_options=None,
+                 cache: bool = False):
         super().__init__(path, storage_options)
+        self.cache = bool(cache)
+        self._memory: dict = {}
         if normalize not in NORMALISATIONS:
             raise GbufError(f"unknown normalisation {normalize!r}; known: {NORMALISATIONS}")
         if frames < 1 or patch < 1:
@@ -223,6 +230,11 @@ class CropDataset(_StoreBacked):
     def __len__(self) -> int:
         return self.length
 
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_memory"] = {}
+        return state
+
     def crop_at(self, index: int) -> tuple[str, int, int, int]:
         """(sequence, first frame, LR top, LR left) of item ``index``."""
         rng = np.random.default_rng([self.seed, int(index)])
@@ -243,15 +255,24 @@ class CropDataset(_StoreBacked):
         lr = seq[self.lr_group]
         t = slice(t0, t0 + self.frames)
         p = self._lr_patch(lr)
-        out = _to_tensors(_read(lr, self.lr_buffers, t, slice(y0, y0 + p), slice(x0, x0 + p), self.normalize,
-                                self._background))
+        out = _to_tensors(self._crop(lr, self.lr_buffers, t, slice(y0, y0 + p), slice(x0, x0 + p)))
         if self.hr_buffers:
             s = lr.scale
             hr = seq[fmt.HR]
-            hr_data = _read(hr, self.hr_buffers, t, slice(y0 * s, (y0 + p) * s), slice(x0 * s, (x0 + p) * s),
-                            self.normalize, self._background)
+            hr_data = self._crop(hr, self.hr_buffers, t, slice(y0 * s, (y0 + p) * s), slice(x0 * s, (x0 + p) * s))
             out.update(_to_tensors(hr_data, fmt.HR_PREFIX))
         return out
+
+    def _crop(self, res, buffers, t: slice, y: slice, x: slice) -> dict[str, np.ndarray]:
+        if not self.cache:
+            return _read(res, buffers, t, y, x, self.normalize, self._background)
+        # The normalisations are per pixel with per-frame constants (ranges, background), so a
+        # crop of the normalised frames is the normalised crop, value for value.
+        key = (os.getpid(), res.where)  # a DataLoader worker fills its own
+        if key not in self._memory:
+            self._memory[key] = _read(res, buffers, slice(0, res.num_frames), slice(None), slice(None),
+                                      self.normalize, self._background)
+        return {b: self._memory[key][b][t, y, x] for b in buffers}
 
 
 class SequenceDataset(_StoreBacked):

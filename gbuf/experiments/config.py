@@ -71,6 +71,9 @@ class Budget:
     val_every: int = 0
     #: Seed of every training run (weights and crops).
     seed: int = 0
+    #: Loss weights that differ from the RDG recipe's (``gbuf.train.config.LossConfig``), e.g.
+    #: ``loss = { fft = 0.0, temporal = 0.0 }`` (Charbonnier only).
+    loss: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -108,6 +111,12 @@ class RunSpec:
     threads: int = 1
     #: DataLoader workers of each training run.
     workers: int = 0
+    #: Hold each training's sequences in memory (``gbuf train --set data.cache=true``): for the
+    #: small stores an experiment renders; the same crops, less time decoding them.
+    cache: bool = False
+    #: Trainings run at once, each in its own process with ``threads`` torch threads (on a CPU:
+    #: about one per core; a table's rows train independently, so their weights do not change).
+    jobs: int = 1
 
 
 @dataclasses.dataclass
@@ -185,6 +194,11 @@ def _check_budget(b: Budget, where: str) -> None:
         raise GbufError(f"{where}: budget.lr must be > 0, got {b.lr}")
     if b.ckpt_every < 0 or b.val_every < 0:
         raise GbufError(f"{where}: budget.ckpt_every and budget.val_every must be >= 0")
+    from gbuf.train import config as train_config
+
+    probe = train_config.TrainConfig()
+    for key, value in b.loss.items():  # unknown names and wrong types are refused here, not hours later
+        train_config.set_dotted(probe, f"loss.{key}", value, f"{where}: budget")
 
 
 def _read_models(raw, where: str) -> dict[str, ModelSpec]:
@@ -280,8 +294,8 @@ def load_experiment(path: str | Path) -> Experiment:
             parse_size(top.bench.lr_size)
         except GbufError as err:
             raise GbufError(f"{path}: bench.lr_size: {err}") from None
-    if top.run.threads < 1 or top.run.workers < 0:
-        raise GbufError(f"{path}: run.threads must be >= 1 and run.workers >= 0")
+    if top.run.threads < 1 or top.run.workers < 0 or top.run.jobs < 1:
+        raise GbufError(f"{path}: run.threads and run.jobs must be >= 1 and run.workers >= 0")
     spec_file, spec_text, origin = _spec_text(raw_dataset, path)
     splits = check_spec(spec_file, spec_text, origin).splits
     models = _read_models(raw_models, str(path))

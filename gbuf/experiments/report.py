@@ -38,7 +38,9 @@ def timing_lines(result) -> list[str]:
     """Where the time went: seconds by kind over every stage's record, and this call's wall time."""
     total = sum(result.timings.values())
     parts = [f"{kind} {seconds:.1f} s" for kind, seconds in result.timings.items()]
-    lines = [f"time by stage (all runs of this experiment): {', '.join(parts)}; total {total:.1f} s",
+    jobs = (getattr(result, "facts", None) or {}).get("jobs", 1)
+    side = f" (trainings {jobs} at a time: load and train summed over them)" if jobs > 1 else ""
+    lines = [f"time by stage (all runs of this experiment){side}: {', '.join(parts)}; total {total:.1f} s",
              f"this call: {result.seconds:.1f} s wall; ran {len(result.ran)} stage(s), skipped "
              f"{len(result.skipped)} finished one(s)"]
     return lines

@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import math
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -117,6 +118,16 @@ class _Stages:
 
     def run(self, name: str, key: dict, work: Callable[[], tuple[dict, dict]]) -> dict:
         """``work()`` -> ``(result, {kind: seconds})``, unless ``name`` finished with ``key`` before."""
+        done = self.finished(name, key)
+        if done is not None:
+            return done
+        _log.info("experiment: %s ...", name)
+        result, seconds = work()
+        return self.record(name, key, result, seconds)
+
+    def finished(self, name: str, key: dict) -> dict | None:
+        """The result of ``name`` if it finished with ``key`` before; None if it has not run; an
+        error if it finished with another key."""
         path = self.dir / f"{name}.json"
         key = _jsonish(key)
         if name in self._results:  # asked again in this call (one bench serves several rows)
@@ -139,8 +150,12 @@ class _Stages:
             _log.debug("experiment: %s finished before; skipped", name)
             self._results[name] = record["result"]
             return record["result"]
-        _log.info("experiment: %s ...", name)
-        result, seconds = work()
+        return None
+
+    def record(self, name: str, key: dict, result: dict, seconds: dict) -> dict:
+        """Write ``name``'s result file: the stage is finished."""
+        path = self.dir / f"{name}.json"
+        key = _jsonish(key)
         self.dir.mkdir(parents=True, exist_ok=True)
         fileio.write_text(path, json.dumps({"stage": name, "key": key, "result": result, "seconds": seconds},
                                            indent=1) + "\n")
@@ -197,12 +212,15 @@ def _train_config(exp: Experiment, label: str, spec: ModelSpec, store: Path, spl
     c.data.lr_group = exp.lr_group
     c.data.frames, c.data.patch, c.data.batch_size = b.frames, b.patch, b.batch_size
     c.data.workers = exp.run.workers
+    c.data.cache = exp.run.cache
     c.data.normalize = exp.normalize
     c.data.train_sequences = list(splits["train"])
     validate = bool(splits.get("val")) and b.val_every > 0
     c.data.val_sequences = list(splits["val"]) if validate else []
     c.optim.lr = spec.lr or b.lr
     c.schedule.iters = b.iters
+    for key, value in b.loss.items():
+        cfg.set_dotted(c, f"loss.{key}", value, str(exp.path))
     c.run.out = str(workdir / RUNS_DIR / label)
     c.run.device, c.run.amp, c.run.seed = exp.run.device, exp.run.amp, b.seed
     c.run.val_every = b.val_every if validate else 0
@@ -254,6 +272,75 @@ def _train(exp: Experiment, label: str, spec: ModelSpec, config, workdir: Path, 
 
 class _Interrupted(Exception):
     """A training run stopped on Ctrl-C (its checkpoint is saved; a rerun resumes it)."""
+
+
+def _train_in_process(exp: Experiment, label: str, spec: ModelSpec, config, workdir: Path):
+    """One training in a worker process of ``_train_side_by_side``: ``(result, seconds)``, or
+    None when it was interrupted (its checkpoint saved)."""
+    logging.basicConfig(level=logging.WARNING, format=f"[{label}] %(message)s")
+    try:
+        return _train(exp, label, spec, config, workdir, None)
+    except _Interrupted:
+        return None
+
+
+def _parameter_count(spec: ModelSpec) -> int:
+    from gbuf.train import models
+
+    return sum(p.numel() for p in models.create(spec.model, **spec.options).parameters())
+
+
+def _ignore_interrupts() -> None:
+    # A worker between trainings ignores Ctrl-C: its death would break the pool and kill the
+    # trainings beside it before they save. The trainer installs its own handler while it runs.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _train_side_by_side(exp: Experiment, pending, workdir: Path, stages: _Stages,
+                        checkpoints: dict[str, Path]) -> list[str]:
+    """Run the trainings of ``pending`` in ``exp.run.jobs`` processes at once (each with
+    ``run.threads`` torch threads): on a CPU with a core per job the table takes about 1/jobs of the
+    training time. Each run's weights are those of the same run alone (a training depends on its
+    config and seed, not on what runs beside it). A stage is recorded as soon as its run ends, so an
+    interruption or a failure keeps the runs already finished. Returns the labels interrupted."""
+    import concurrent.futures
+    import multiprocessing
+
+    interrupted: list[str] = []
+    # Largest models first (parameters as a proxy for step cost): the longest training then runs
+    # beside the short ones instead of alone at the end.
+    pending = sorted(pending, key=lambda p: -_parameter_count(p[1]))
+    # spawn: a fresh interpreter per worker (no forked torch thread pools or open stores).
+    context = multiprocessing.get_context("spawn")
+    jobs = min(exp.run.jobs, len(pending))
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context,
+                                                initializer=_ignore_interrupts) as pool:
+        futures = {pool.submit(_train_in_process, exp, label, m, config, workdir): (label, key)
+                   for label, m, config, key in pending}
+        _log.info("experiment: training %s, %d at a time", ", ".join(p[0] for p in pending), jobs)
+        waiting = set(futures)
+        while waiting:
+            try:
+                finished, waiting = concurrent.futures.wait(waiting, return_when=concurrent.futures.FIRST_COMPLETED)
+            except KeyboardInterrupt:
+                # Ctrl-C reached every worker too: each finishes its step and saves a checkpoint.
+                _log.warning("experiment: interrupt received; waiting for the trainings to save their checkpoints")
+                for future in waiting:
+                    future.cancel()
+                continue
+            for future in finished:
+                label, key = futures[future]
+                if future.cancelled():
+                    interrupted.append(label)
+                    continue
+                outcome = future.result()  # a worker's GbufError is raised here, as in one process
+                if outcome is None:
+                    interrupted.append(label)
+                    continue
+                done = stages.record(f"train-{label}", key, *outcome)
+                checkpoints[label] = workdir / done["checkpoint"]
+                _log.info("experiment: train-%s finished", label)
+    return interrupted
 
 
 def _relative(path: Path, workdir: Path) -> str:
@@ -377,23 +464,39 @@ def _run(exp: Experiment, work: Path, progress) -> ExperimentResult:
     # training: every row that trains, with the one budget
     checkpoints: dict[str, Path] = {}
     train_keys: dict[str, dict] = {}
+    pending: list[tuple[str, ModelSpec, object, dict]] = []
     for label, m in rows_specs:
         if m is None:
             continue
         if not m.train:
             checkpoints[label] = exp.resolve(m.init)
-            train_keys[label] = {"init": m.init, "bytes": checkpoints[label].stat().st_size}
+            # the file's bytes, not its path: the experiment file may move, the weights may not change
+            train_keys[label] = {"init_sha256": fileio.file_sha256(checkpoints[label]),
+                                 "init_weights": m.init_weights}
             continue
         config = _train_config(exp, label, m, store, splits, work)
         key = _trajectory(config)
         train_keys[label] = key
-        try:
-            done = stages.run(f"train-{label}", key, lambda: _train(exp, label, m, config, work, progress))
-        except _Interrupted:
-            result.interrupted = True
-            notes.append(f"{label}: training interrupted; rerun the same command to resume it")
-            return result
-        checkpoints[label] = work / done["checkpoint"]
+        done = stages.finished(f"train-{label}", key)
+        if done is not None:
+            checkpoints[label] = work / done["checkpoint"]
+        else:
+            pending.append((label, m, config, key))
+    if exp.run.jobs > 1 and len(pending) > 1:
+        interrupted = _train_side_by_side(exp, pending, work, stages, checkpoints)
+    else:
+        interrupted = []
+        for label, m, config, key in pending:
+            try:
+                done = stages.run(f"train-{label}", key, lambda: _train(exp, label, m, config, work, progress))
+            except _Interrupted:
+                interrupted = [label]
+                break
+            checkpoints[label] = work / done["checkpoint"]
+    if interrupted:
+        result.interrupted = True
+        notes.extend(f"{label}: training interrupted; rerun the same command to resume it" for label in interrupted)
+        return result
 
     device = runtime.resolve_device(exp.run.device)
     ds = gd.open(store)
@@ -420,11 +523,12 @@ def _run(exp: Experiment, work: Path, progress) -> ExperimentResult:
     b = exp.budget
     result.facts = {
         "budget": {"iters": b.iters, "batch_size": b.batch_size, "patch": b.patch, "frames": b.frames, "lr": b.lr,
-                   "seed": b.seed},
+                   "seed": b.seed, "loss": dict(b.loss)},
         "lr_rates": {label: (m.lr or b.lr) for label, m in rows_specs if m is not None and m.train},
         "render": spec.render.resolution, "scale": spec.render.scale, "samples": spec.render.samples,
         "frames_per_sequence": {s.name: s.frames[1] - s.frames[0] + 1 for s in spec.sequences},
         "splits": splits, "bench": {"lr_size": list(lr_size), "device": str(device), "threads": exp.run.threads},
+        "jobs": exp.run.jobs,
         "normalize": exp.normalize, "lr_group": exp.lr_group, "eval_weights": exp.eval.weights,
         "description": exp.description, "command": f"gbuf experiment run {exp.path} -o {work}",
     }

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -61,12 +60,6 @@ def check_blend_file(path) -> Path:
     return p
 
 
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def open_blend(path, *, allow_scripts: bool = False):

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gbuf import fileio
 from gbuf.datasets import format as fmt
 from gbuf.errors import GbufError
 
@@ -161,7 +162,7 @@ def _open_scene(seq, tmp: Path, allow_scripts: bool):
         if not path.is_file():
             raise GbufError(f"{path}: the scene file of sequence {seq.name!r} is not there (moved or deleted)")
         recorded = scene_attrs.get("sha256")
-        if recorded and _blend.file_sha256(path) != recorded:
+        if recorded and fileio.file_sha256(path) != recorded:
             _log.warning("%s: the scene file changed since sequence %r was rendered; the top view shows it as it "
                          "is now", path, seq.name)
         if scenefiles.is_blend(path):

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gbuf import fileio
 from gbuf.datasets import format as fmt
 from gbuf.errors import GbufError, error_line
 from gbuf.progress import sample_label
@@ -88,7 +89,7 @@ def render(scene=None, output=None, *, resolution=(1920, 1080), scale=4, frames=
             raise GbufError(f"render: clip {clip!r}: expected a whole number >= 0")
         if scene is not None:
             path = scenefiles.check_scene_file(scene)
-            source = {"path": path, "file": str(path.resolve()), "sha256": _blend.file_sha256(path),
+            source = {"path": path, "file": str(path.resolve()), "sha256": fileio.file_sha256(path),
                       "recipe": None}
         if quiet:
             progress = None

@@ -38,6 +38,9 @@ class DataConfig:
     batch_size: int = 16
     #: DataLoader worker processes per training process (0: load in the main process).
     workers: int = 4
+    #: Hold the training sequences in memory (read whole once per process, crops cut from memory:
+    #: the same crops, no chunk decoding per step). For stores that fit in memory.
+    cache: bool = False
     #: G-buffer normalisation of the loader (``gbuf.datasets.loader``): ``rdg`` (the official one, sky
     #: depth 1 and surfaces over [0, 1]), ``rdg-official`` (the official formula to the letter: where sky
     #: is visible every surface's depth is about 0) or ``none``.

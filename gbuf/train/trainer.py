@@ -575,7 +575,7 @@ def _train(config, resume, dist_info, gd, model_registry, progress) -> TrainResu
     crop_dataset = gd.CropDataset(
         config.data.path, frames=config.data.frames, patch=config.data.patch,
         lr_group=config.data.lr_group, lr_buffers=lr_buffers, hr_buffers=hr_buffers, normalize=normalize,
-        length=total * config.data.batch_size * world, seed=seed, sequences=train_seqs)
+        length=total * config.data.batch_size * world, seed=seed, sequences=train_seqs, cache=config.data.cache)
 
     optimizer = torch.optim.Adam(model.parameters(), lr=config.optim.lr, betas=tuple(config.optim.betas),
                                  weight_decay=config.optim.weight_decay)
