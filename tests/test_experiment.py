@@ -193,16 +193,19 @@ def test_the_dataset_may_be_a_spec_file_beside_the_experiment(tmp_path):
         load_experiment(exp_file)
 
 
-def test_the_budget_s_loss_weights_reach_every_training(tmp_path):
+def test_the_budget_s_loss_weights_and_a_row_s_iterations_reach_its_training(tmp_path):
     from gbuf.experiments import run as experiment_run
 
     changed = tmp_path / "tiny.toml"
-    changed.write_text(TINY.read_text().replace("[budget]\n", "[budget]\nloss = { fft = 0.0, temporal = 0.5 }\n"))
+    changed.write_text(TINY.read_text().replace("[budget]\n", "[budget]\nloss = { fft = 0.0, temporal = 0.5 }\n")
+                       .replace("[models.rdg-s-image]\n", "[models.rdg-s-image]\niters = 3\n"))
     exp = load_experiment(changed)
     splits = {"train": ["a"], "test": ["b"]}
     for label, spec in exp.models.items():
         config = experiment_run._train_config(exp, label, spec, tmp_path / "data.zarr", splits, tmp_path)
         assert (config.loss.fft, config.loss.temporal, config.loss.charbonnier) == (0.0, 0.5, 1.0)
+        # a row's own iterations (a costly model may get fewer), else the budget's
+        assert config.schedule.iters == (3 if label == "rdg-s-image" else 4)
         # part of what decides the weights: a changed loss is a changed stage, never a silent mix
         assert experiment_run._trajectory(config)["loss.fft"] == 0.0
 

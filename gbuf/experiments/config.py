@@ -136,6 +136,9 @@ class ModelSpec:
     train: bool = True
     #: Learning rate of this model (0: the budget's).
     lr: float = 0.0
+    #: Iterations of this model (0: the budget's); a model whose step costs many times another's
+    #: may get fewer, for about the same CPU time (the report lists every row's iterations).
+    iters: int = 0
     #: Further constructor options (``gbuf.train.models.create``).
     options: dict = dataclasses.field(default_factory=dict)
 
@@ -221,8 +224,8 @@ def _read_models(raw, where: str) -> dict[str, ModelSpec]:
         if not spec.train and not spec.init:
             raise GbufError(f"{where}: models.{label}: train = false needs init = CHECKPOINT (the weights "
                             f"to evaluate)")
-        if spec.lr < 0:
-            raise GbufError(f"{where}: models.{label}.lr must be >= 0 (0: the budget's)")
+        if spec.lr < 0 or spec.iters < 0:
+            raise GbufError(f"{where}: models.{label}.lr and .iters must be >= 0 (0: the budget's)")
         if spec.inputs:
             spec.options = {**spec.options, "inputs": list(spec.inputs)}
         out[label] = spec

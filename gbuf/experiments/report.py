@@ -84,9 +84,12 @@ def table_markdown(result) -> str:
                      f"{', '.join(splits.get('train', [])) or 'none'}; test (held out): {', '.join(tests)}; "
                      f"frames per sequence: {sorted(set(facts['frames_per_sequence'].values()))}.")
         own = {label: lr for label, lr in facts["lr_rates"].items() if lr != b["lr"]}
+        fewer = {label: n for label, n in (facts.get("iterations") or {}).items() if n != b["iters"]}
         lines.append(f"- Budget of every trained model: {b['iters']} iterations, batch {b['batch_size']}, "
                      f"{b['frames']} frames, HR patch {b['patch']}, seed {b['seed']}, Adam lr {b['lr']:g}"
-                     + (" (" + ", ".join(f"{k}: {v:g}" for k, v in own.items()) + ")" if own else "") + ".")
+                     + (" (" + ", ".join(f"{k}: {v:g}" for k, v in own.items()) + ")" if own else "")
+                     + (" (" + ", ".join(f"{k}: {v} iterations" for k, v in fewer.items()) + ")" if fewer else "")
+                     + (f"; loss weights other than the RDG recipe's: {b['loss']}" if b.get("loss") else "") + ".")
         lines.append(f"- Scores: `gbuf eval`'s (display domain, RGB, 8-bit, no border crop), mean over each "
                      f"test sequence's frames; trained models with their `{facts['eval_weights']}` weights; "
                      f"loader normalisation `{facts['normalize']}`.")

@@ -218,7 +218,7 @@ def _train_config(exp: Experiment, label: str, spec: ModelSpec, store: Path, spl
     validate = bool(splits.get("val")) and b.val_every > 0
     c.data.val_sequences = list(splits["val"]) if validate else []
     c.optim.lr = spec.lr or b.lr
-    c.schedule.iters = b.iters
+    c.schedule.iters = spec.iters or b.iters
     for key, value in b.loss.items():
         cfg.set_dotted(c, f"loss.{key}", value, str(exp.path))
     c.run.out = str(workdir / RUNS_DIR / label)
@@ -226,7 +226,7 @@ def _train_config(exp: Experiment, label: str, spec: ModelSpec, store: Path, spl
     c.run.val_every = b.val_every if validate else 0
     c.run.ckpt_every = b.ckpt_every
     c.run.keep_last = 1
-    c.run.log_every = max(1, b.iters // 20)
+    c.run.log_every = max(1, c.schedule.iters // 20)
     c.run.tensorboard = False
     return c
 
@@ -323,7 +323,9 @@ def _train_side_by_side(exp: Experiment, pending, workdir: Path, stages: _Stages
             try:
                 finished, waiting = concurrent.futures.wait(waiting, return_when=concurrent.futures.FIRST_COMPLETED)
             except KeyboardInterrupt:
-                # Ctrl-C reached every worker too: each finishes its step and saves a checkpoint.
+                # Ctrl-C in a terminal reaches the whole process group, the workers too: each
+                # finishes its step and saves a checkpoint. (It is not passed on from here: a
+                # worker that has it twice stops at once. From elsewhere, signal the group.)
                 _log.warning("experiment: interrupt received; waiting for the trainings to save their checkpoints")
                 for future in waiting:
                     future.cancel()
@@ -525,6 +527,7 @@ def _run(exp: Experiment, work: Path, progress) -> ExperimentResult:
         "budget": {"iters": b.iters, "batch_size": b.batch_size, "patch": b.patch, "frames": b.frames, "lr": b.lr,
                    "seed": b.seed, "loss": dict(b.loss)},
         "lr_rates": {label: (m.lr or b.lr) for label, m in rows_specs if m is not None and m.train},
+        "iterations": {label: (m.iters or b.iters) for label, m in rows_specs if m is not None and m.train},
         "render": spec.render.resolution, "scale": spec.render.scale, "samples": spec.render.samples,
         "frames_per_sequence": {s.name: s.frames[1] - s.frames[0] + 1 for s in spec.sequences},
         "splits": splits, "bench": {"lr_size": list(lr_size), "device": str(device), "threads": exp.run.threads},
