@@ -45,6 +45,21 @@ def test_filmic_and_agx_compress_highlights(view):
     assert np.abs(other - standard).mean() > 5
 
 
+def test_the_session_scene_set_up_for_a_render_does_not_matter():
+    import bpy
+
+    scene = bpy.context.scene
+    settings = scene.render.image_settings
+    if hasattr(settings, "media_type"):
+        settings.media_type = "MULTI_LAYER_IMAGE"  # as a render's multilayer EXR output leaves it
+    settings.file_format = "OPEN_EXR_MULTILAYER"
+    scene.view_settings.view_transform = "Filmic"
+    linear = _ramp()
+    standard = view_transform.ViewEncoder("Standard")(linear).astype(int)
+    assert np.abs(standard - colour.to_uint8(colour.srgb_encode(linear)).astype(int)).max() <= 1
+    assert settings.file_format == "OPEN_EXR_MULTILAYER" and scene.view_settings.view_transform == "Filmic"
+
+
 def test_an_unknown_view_is_one_line_naming_the_valid_ones():
     with pytest.raises(GbufError, match=r"view transform 'Nope': not in this Blender \(.*Standard.*\)"):
         view_transform.ViewEncoder("Nope")

@@ -22,11 +22,15 @@ from gbuf.errors import GbufError
 VIEWS = ("Standard", "Filmic", "AgX")
 
 
+#: The scene whose view settings the encoders use (made on first use).
+_SCENE = "gbuf-view-transform"
+
+
 def names() -> list[str]:
     """The view transforms this Blender offers for the sRGB display."""
     import bpy
 
-    scene = bpy.context.scene
+    scene = bpy.data.scenes.get(_SCENE) or bpy.data.scenes.new(_SCENE)
     scene.display_settings.display_device = "sRGB"
     try:
         scene.view_settings.view_transform = "?"  # the error message lists the valid names
@@ -43,7 +47,9 @@ class ViewEncoder:
         import bpy
 
         self._bpy = bpy
-        scene = bpy.context.scene
+        # A scene of its own: the session's scene may be set up for a render (a multilayer EXR
+        # output, whose media type admits no PNG; other view settings), and is left as it is.
+        scene = bpy.data.scenes.get(_SCENE) or bpy.data.scenes.new(_SCENE)
         scene.display_settings.display_device = "sRGB"
         try:
             scene.view_settings.view_transform = view
@@ -54,6 +60,8 @@ class ViewEncoder:
         scene.view_settings.gamma = 1.0
         scene.render.dither_intensity = 0.0  # Blender dithers 8-bit saves by default; keep it exact
         settings = scene.render.image_settings
+        if hasattr(settings, "media_type"):  # Blender 5: the kind of output comes first
+            settings.media_type = "IMAGE"
         settings.file_format, settings.color_mode, settings.color_depth = "PNG", "RGB", "8"
         self.view, self._scene = view, scene
         self._folder = tempfile.TemporaryDirectory(prefix="gbuf-view-")
