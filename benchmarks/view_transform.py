@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gbuf.render.view_transform import VIEWS
+
 REPO = Path(__file__).resolve().parents[1]
 AUTHORS = REPO.parent / "shared" / "reference" / "rdg" / "RDG_Small.pth"
 
@@ -35,31 +37,33 @@ def encoded_store(source: Path, sequences: list[str], view: str, out: Path) -> P
     """A copy of ``sequences`` of ``source`` whose images are ``view``-encoded display values
     (``image_encoding`` ``srgb``); every other buffer as it is."""
     import gbuf.datasets as gd
+    from gbuf.datasets import format as fmt
     from gbuf.datasets.writer import SequenceWriter
-
-    ds = gd.open(source)
     from gbuf.render.view_transform import ViewEncoder
 
+    ds = gd.open(source)
+    groups = {name: [g for g in ds[name].resolutions if g in (fmt.HR, fmt.LR)] for name in sequences}
+    for name in sequences:  # all checked before anything is written
+        for g in groups[name]:
+            if ds[name][g].attrs.get("image_encoding", "linear") != "linear":
+                raise SystemExit(f"{source}: {name}/{g} image is not scene-linear; nothing to re-encode")
     encode = ViewEncoder(view)
     for name in sequences:
         seq = ds[name]
-        groups = [g for g in seq.resolutions if g in ("hr", "lr")]
         specs, attrs = {}, {}
-        for g in groups:
+        for g in groups[name]:
             res = seq[g]
             specs[g] = (res.height, res.width, list(res.buffers))
             # what the writer does not work out itself; it records sizes, checksums and stats anew
             attrs[g] = {k: res.attrs[k] for k in ("scale", "kind", "lr_mode") if k in res.attrs}
             attrs[g]["image_encoding"] = "srgb"
-        n = seq[groups[0]].num_frames
+        n = seq[groups[name][0]].num_frames
         with SequenceWriter(out, name, n, specs, resolution_attrs=attrs) as writer:
             for t in range(n):
                 frame = {}
-                for g in groups:
+                for g in groups[name]:
                     res = seq[g]
                     frame[g] = {b: res.read(b, t=t)[0] for b in res.buffers}
-                    if res.attrs.get("image_encoding", "linear") != "linear":
-                        raise SystemExit(f"{source}: {name}/{g} image is not scene-linear; nothing to re-encode")
                     frame[g]["image"] = (encode(frame[g]["image"]) / 255.0).astype(np.float32)
                 writer.append(frame)
     return out
@@ -71,7 +75,7 @@ def main() -> None:
     parser.add_argument("--split", default="test",
                         help="split to score (train, val, test), or all: every sequence (the authors' weights saw none)")
     parser.add_argument("--weights", type=Path, default=AUTHORS)
-    parser.add_argument("--views", default="Standard,Filmic,AgX")
+    parser.add_argument("--views", default=",".join(VIEWS))
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
